@@ -1,0 +1,286 @@
+"""Data commands: `dcat preprocess`, `inspect`, `validate`, `manifest`, `synth`.
+
+Each parses options, calls one function in `pipelines`, renders with rich, sets the exit code.
+Results go to stdout (`--json` for machines), messages and progress to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dcat_cli.common import err_console, fail, out_console, run_guarded
+
+
+def _parse_size(s: str) -> tuple[int, int]:
+    try:
+        if "x" in s.lower():
+            h, w = s.lower().split("x")
+            return int(h), int(w)
+        return int(s), int(s)
+    except ValueError:
+        raise typer.BadParameter(f"'{s}' is not a size: use 112 or 96x128 (height x width)") from None
+
+
+def preprocess_cmd(
+    inputs: List[str] = typer.Argument(..., help="Raw folder(s), recording folder(s), or '-' to read recording paths from stdin (one per line)."),
+    out: Path = typer.Option(Path("shards"), "--out", "-o", help="Shards directory to write."),
+    fps: float = typer.Option(30.0, help="Video frames per second in the shards (resampled by timestamps)."),
+    imu_hz: float = typer.Option(50.0, "--imu-hz", help="IMU rate in the shards (anti-aliased polyphase resampling)."),
+    audio_sr: int = typer.Option(16000, "--audio-sr", help="Audio sample rate before log-mel."),
+    window: float = typer.Option(2.0, help="Window length, seconds."),
+    stride: float = typer.Option(1.0, help="Window step, seconds."),
+    video_size: str = typer.Option("112", "--video-size", help="Frame size in the shards: 112 or HxW, e.g. 96x128."),
+    n_mels: int = typer.Option(64, "--n-mels", help="Mel bands of the audio log-mel."),
+    audio_waveform: bool = typer.Option(False, "--audio-waveform/--no-audio-waveform", help="Also store the resampled waveform per window."),
+    streams: Optional[str] = typer.Option(None, help="Comma-separated stream names to keep (default: all in meta.json)."),
+    min_purity: float = typer.Option(0.8, "--min-purity", help="A window keeps its majority label only if that label covers at least this fraction of it; otherwise it is dropped (label_purity)."),
+    align: str = typer.Option("meta", help="'meta': apply meta.json clock offsets, estimate and report the lag between streams; 'estimate': also apply the estimated lag."),
+    max_lag: float = typer.Option(2.0, "--max-lag", help="Largest lag (s) the estimator searches."),
+    lag_tol: float = typer.Option(0.1, "--lag-tol", help="A reliable estimated lag larger than this (s) flags the recording as out of sync."),
+    short_streams: str = typer.Option("fail", "--short-streams", help="A stream that starts late or ends early by more than --coverage-tol: 'fail' the recording, or 'crop' to the part all streams cover."),
+    coverage_tol: float = typer.Option(1.0, "--coverage-tol", help="Seconds a stream may start late / end early before --short-streams applies."),
+    rate_tol: float = typer.Option(0.01, "--rate-tol", help="Relative difference between declared and measured rate that is reported as a rate warning."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Recordings processed in parallel (processes)."),
+    shard_index: int = typer.Option(0, "--shard-index", help="This task's index for job arrays: takes recordings k with k mod --num-shards == index (id order)."),
+    num_shards: int = typer.Option(1, "--num-shards", help="Number of job-array tasks splitting the recording list."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Rewrite shards that exist (default: skip finished ones)."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed recording."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Raw recordings -> one synchronized, windowed HDF5 shard per recording (+ manifest.json).
+
+    Example: `dcat preprocess raw/ --fps 30 --imu-hz 50` writes shards/.
+    """
+
+    def body():
+        from pipelines.preprocess import PreprocessConfig, preprocess
+        from pipelines.raw import discover, select_shard
+
+        cfg = PreprocessConfig(fps=fps, imu_hz=imu_hz, audio_sr=audio_sr, window_s=window, stride_s=stride,
+                               video_size=_parse_size(video_size), n_mels=n_mels, audio_waveform=audio_waveform,
+                               streams=tuple(s.strip() for s in streams.split(",")) if streams else None,
+                               min_purity=min_purity, align=align, max_lag_s=max_lag, lag_tol_s=lag_tol,
+                               short_streams=short_streams, coverage_tol_s=coverage_tol, rate_tol=rate_tol)
+        recs = select_shard(discover(inputs), shard_index, num_shards)
+        if not recs:
+            fail(f"no recordings for --shard-index {shard_index} of {num_shards}")
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=err_console, transient=True) as bar:
+            task = bar.add_task("", total=len(recs))
+
+            def on_done(r):
+                bar.update(task, advance=1, description=f"{r['recording']} {r['status']}")
+                if r["status"] == "failed":
+                    err_console.print(f"[red]error[/red] {r['message']}", highlight=False)
+
+            res = preprocess(recs, out, cfg, overwrite=overwrite, workers=workers, fail_fast=fail_fast,
+                             shard_index=shard_index, num_shards=num_shards, argv=sys.argv[1:], progress=on_done)
+        s = res["summary"]
+        if as_json:
+            out_console.print_json(json.dumps(s, default=float))
+        else:
+            _render_preprocess(s, res["results"], out)
+        if s["failed"] or s.get("manifest_error"):
+            raise typer.Exit(1)
+
+    run_guarded(body)
+
+
+def _render_preprocess(s: dict, results: list[dict], out: Path) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"dcat preprocess -> {out}")
+    t.add_column("recording")
+    t.add_column("status")
+    t.add_column("windows", justify="right")
+    t.add_column("dropped", justify="right")
+    t.add_column("lag vs reference (s)")
+    t.add_column("checks")
+    for r in results:
+        info = r.get("info") or {}
+        drops = sum(info.get("rejected", {}).values()) if info else 0
+        lags = ", ".join(f"{k} {v['lag_s']:+.3f}" + ("" if v.get("lag_reliable") else "?")
+                         for k, v in info.get("streams", {}).items() if k != info.get("reference_stream"))
+        flags = []
+        if info and not info.get("sync_ok", True):
+            flags.append("[yellow]out of sync[/yellow]")
+        if info and not info.get("rate_ok", True):
+            flags.append("[yellow]rate[/yellow]")
+        status = {"ok": "[green]ok[/green]", "failed": "[red]failed[/red]"}.get(r["status"], r["status"])
+        t.add_row(r["recording"], status, str(info.get("windows_kept", "")), str(drops) if info else "", lags,
+                  " ".join(flags) or ("ok" if info else ""))
+    out_console.print(t)
+    d = ", ".join(f"{k} {v}" for k, v in s["windows_dropped"].items())
+    w = s["worst_lag"]
+    out_console.print(f"recordings: {s['ok']} ok, {s['skipped']} skipped, {s['failed']} failed"
+                      + (f", {s['not_run']} not run" if s.get("not_run") else "")
+                      + f" | windows kept {s['windows_kept']}, dropped: {d}")
+    if w:
+        out_console.print(f"worst lag: {w['recording']} {w['stream']} {w['lag_s']:+.3f} s (corr {w['corr']:.2f})"
+                          + (f" | out of sync: {', '.join(s['out_of_sync'])}" if s["out_of_sync"] else ""))
+    for msg in s["warnings"]:
+        err_console.print(f"[yellow]warning[/yellow] {msg}", highlight=False)
+
+
+def inspect_cmd(
+    shards_dir: Path = typer.Argument(Path("shards"), help="Shards directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON on stdout."),
+) -> None:
+    """Recordings, subjects, classes, windows per class and subject, streams, check results.
+
+    Example: `dcat inspect shards/`.
+    """
+
+    def body():
+        from pipelines.manifest import inspect_shards
+
+        r = inspect_shards(shards_dir)
+        if as_json:
+            out_console.print_json(json.dumps(r, default=float))
+            return
+        from rich.table import Table
+
+        out_console.print(f"[bold]{r['shards_dir']}[/bold]: {r['recordings']} recordings, {len(r['subjects'])} subjects, "
+                          f"{len(r['classes'])} classes, {r['n_windows']} windows "
+                          f"(window {r['settings']['window_s']:g} s, stride {r['settings']['stride_s']:g} s)")
+        st = Table(title="streams")
+        for c in ("stream", "kind", "rate (Hz)", "per-window shape", "dtype"):
+            st.add_column(c)
+        for name, s in r["streams"].items():
+            st.add_row(name, s["kind"], f"{s['rate_hz']:g}", "x".join(map(str, s["shape"])), s["dtype"])
+        out_console.print(st)
+        ct = Table(title="windows per class and subject")
+        ct.add_column("class")
+        subs = r["subjects"]
+        for sub in subs:
+            ct.add_column(sub, justify="right")
+        ct.add_column("total", justify="right")
+        per = {}
+        for rec in _per_class_subject(shards_dir):
+            per[(rec[0], rec[1])] = per.get((rec[0], rec[1]), 0) + rec[2]
+        for c in r["classes"]:
+            ct.add_row(c, *[str(per.get((c, s), 0)) for s in subs], str(r["windows_per_class"][c]))
+        ct.add_row("[bold]total[/bold]", *[str(r["windows_per_subject"][s]) for s in subs], str(r["n_windows"]))
+        out_console.print(ct)
+        rt = Table(title="checks per recording")
+        for c in ("recording", "subject", "windows", "dropped", "lags (s)", "sync", "rate"):
+            rt.add_column(c)
+        for x in r["per_recording"]:
+            rt.add_row(x["recording"], x["subject"], str(x["windows"]),
+                       ", ".join(f"{k} {v}" for k, v in x["rejected"].items() if v) or "0",
+                       ", ".join(f"{k} {v:+.3f}" for k, v in x["lags_s"].items() if v is not None),
+                       "ok" if x["sync_ok"] else "[yellow]out of sync[/yellow]",
+                       "ok" if x["rate_ok"] else "[yellow]check[/yellow]")
+        out_console.print(rt)
+
+    run_guarded(body)
+
+
+def _per_class_subject(shards_dir: Path):
+    from pipelines.shards import read_manifest
+
+    m = read_manifest(shards_dir)
+    for s in m["shards"]:
+        for c, n in s["windows_per_class"].items():
+            yield c, s["subject"], n
+
+
+def validate_cmd(
+    path: Path = typer.Argument(..., help="A raw folder (recordings with meta.json) or a shards directory."),
+    deep: bool = typer.Option(False, "--deep", help="Raw: also open every media file and parse every IMU CSV."),
+    as_json: bool = typer.Option(False, "--json", help="Print the problems as JSON on stdout."),
+) -> None:
+    """Check a raw tree against schemas/raw-layout.md or shards against schemas/shard.md; exit 1 on any problem.
+
+    Example: `dcat validate sample_data/` or `dcat validate shards/`.
+    """
+
+    def body():
+        from pipelines.manifest import validate_shards
+        from pipelines.validate import looks_like_shards, validate_raw
+
+        kind = "shards" if looks_like_shards(path) else "raw"
+        problems = validate_shards(path) if kind == "shards" else validate_raw(path, deep=deep)
+        if as_json:
+            out_console.print_json(json.dumps({"path": str(path), "kind": kind, "ok": not problems, "problems": problems}))
+        else:
+            for p in problems:
+                out_console.print(f"[red]x[/red] {p}", highlight=False)
+            out_console.print(f"{path} ({kind}): " + ("[green]valid[/green]" if not problems else f"[red]{len(problems)} problem(s)[/red]"))
+        if problems:
+            raise typer.Exit(1)
+
+    run_guarded(body)
+
+
+def manifest_cmd(
+    shards_dir: Path = typer.Argument(Path("shards"), help="Shards directory."),
+    expect: Optional[List[str]] = typer.Option(None, "--expect", help="Raw folder(s): check that every recording there has exactly one shard."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON on stdout."),
+) -> None:
+    """Rebuild manifest.json from the shards present (e.g. after a job array).
+
+    Example: `dcat manifest shards/ --expect raw/`.
+    """
+
+    def body():
+        from pipelines.manifest import write_manifest
+
+        m = write_manifest(shards_dir)
+        missing, extra = [], []
+        if expect:
+            from pipelines.raw import discover
+
+            want = {p.name for p in discover(expect)}
+            have = {s["recording_id"] for s in m["shards"]}
+            missing, extra = sorted(want - have), sorted(have - want)
+        res = {"shards": len(m["shards"]), "n_windows": m["n_windows"], "classes": m["classes"],
+               "missing": missing, "unexpected": extra}
+        if as_json:
+            out_console.print_json(json.dumps(res))
+        else:
+            out_console.print(f"manifest: {res['shards']} shards, {res['n_windows']} windows, {len(m['classes'])} classes")
+            if expect:
+                out_console.print(f"coverage: {len(missing)} missing {missing[:20]}, {len(extra)} unexpected {extra[:20]}")
+        if missing or extra:
+            raise typer.Exit(1)
+
+    run_guarded(body)
+
+
+def synth_cmd(
+    out_dir: Path = typer.Argument(..., help="Where to write the raw dataset."),
+    subjects: int = typer.Option(5, help="Number of subjects."),
+    recordings: int = typer.Option(3, help="Recordings per subject."),
+    seconds: float = typer.Option(40.0, help="Length of each recording, seconds."),
+    seed: int = typer.Option(0, help="Random seed (same seed, same data)."),
+    audio: str = typer.Option("container", help="'container' (AAC inside video.mp4), 'wav' (audio.wav), or 'mixed'."),
+) -> None:
+    """Generate a synthetic raw dataset (video, audio, wrist IMU, labels) with known clock offsets.
+
+    Example: `dcat synth raw/ --subjects 5 --recordings 3 --seconds 40 --seed 0` (ground truth in raw/ground_truth.json).
+    """
+
+    def body():
+        from pipelines.synth import SynthConfig, synthesize
+
+        cfg = SynthConfig(subjects=subjects, recordings=recordings, seconds=seconds, seed=seed, audio=audio)
+        info = synthesize(out_dir, cfg)
+        out_console.print_json(json.dumps(info, default=str))
+
+    run_guarded(body)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("preprocess")(preprocess_cmd)
+    app.command("inspect")(inspect_cmd)
+    app.command("validate")(validate_cmd)
+    app.command("manifest")(manifest_cmd)
+    app.command("synth")(synth_cmd)

@@ -1,0 +1,48 @@
+"""`dcat`: the typer app. Each command group lives in its own module and registers here.
+
+Heavy imports (torch, decord, librosa, h5py) happen inside command bodies so `dcat --help` is fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from pipelines import __version__
+
+app = typer.Typer(
+    name="dcat",
+    help="Cross-modal knowledge transfer between sensors for activity recognition: "
+    "train with video, audio and IMU, deploy with one sensor.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dcat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """dcat: raw recordings -> synchronized shards -> per-sensor models -> D-CAT transfer -> evaluation."""
+
+
+from dcat_cli import data_cmds  # noqa: E402
+
+data_cmds.register(app)
+
+try:  # training commands (issue 3) register themselves when present
+    from dcat_cli import train_cmds  # noqa: E402
+
+    train_cmds.register(app)
+except ImportError:  # pragma: no cover
+    pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
