@@ -41,7 +41,9 @@ def logmel(x: np.ndarray, s: MelSettings) -> np.ndarray:
     """``x`` float32 [B, S] -> ``log(mel power + 1e-6)`` float32 [B, frames, n_mels]."""
     x = np.asarray(x, dtype=np.float32)
     frames = np.lib.stride_tricks.sliding_window_view(x, s.n_fft, axis=-1)[..., :: s.hop_length, :]
-    spec = np.fft.rfft(frames * _hann(s.n_fft), axis=-1)
+    import scipy.fft
+
+    spec = scipy.fft.rfft(frames * _hann(s.n_fft), axis=-1)
     power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
     mel = power @ _mel_basis(s).T
     return np.log(mel + LOG_EPS).astype(np.float32)

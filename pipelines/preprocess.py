@@ -115,6 +115,7 @@ class Series:
     dtype: str = "float32"
     valid: np.ndarray | None = None  # bool [n]: False in gaps (video)
     imu: object = None  # ImuTable for IMU streams (resampled in stage C on the window grid)
+    frames: VideoFrames | None = None  # video: decoded on demand
     edge_s: float = 0.0  # IMU: span at each end where the anti-alias FIR would reach past the data
 
     @property
@@ -130,7 +131,9 @@ class Series:
         return self.start_rec_s, self.start_rec_s + self.n / self.rate_hz
 
     def read(self, i0: int, i1: int) -> np.ndarray:
-        """Samples [i0, i1) from the scratch file (one contiguous read)."""
+        """Samples [i0, i1): from the scratch file (one contiguous read), or decoded on demand."""
+        if self.scratch is None:
+            return self.frames.span(i0, i1)
         item = int(np.prod(self.frame_shape, dtype=np.int64)) if self.frame_shape else 1
         dt = np.dtype(self.dtype)
         with open(self.scratch, "rb") as f:
@@ -150,7 +153,65 @@ def _gap_stats(t: np.ndarray, gap_s: float) -> dict:
     return {"gaps": int(g.sum()), "gap_total_s": float((dt[g]).sum()), "max_gap_s": float(dt.max()) if len(dt) else 0.0}
 
 
-def _read_video(spec, rec: Recording, cfg: PreprocessConfig, scratch_dir: Path) -> Series:
+class VideoFrames:
+    """A video on the ``--fps`` grid, decoded forward on demand; the activity envelope is collected
+    on the way (frame-difference energy between consecutive grid frames; NaN where not decoded).
+
+    ``span(a, b)`` returns grid frames ``[a, b)``; calls must not go backwards (``a`` never below the
+    previous call's ``a``). Only the frames of the current span are held in memory.
+    """
+
+    def __init__(self, src, idx: np.ndarray, shape: tuple[int, int, int], rec: str, file: str):
+        self.src, self.idx, self.shape, self.rec, self.file = src, idx, shape, rec, file
+        self.env = np.full(len(idx), np.nan)
+        self._store = np.empty((0,) + shape, np.uint8)  # reused between calls (no fresh pages per block)
+        self.b0, self.b1 = 0, 0  # grid frames [b0, b1) are in _store[: b1 - b0]
+        self._prev: tuple[int, np.ndarray] | None = None  # (grid index, small gray frame)
+
+    def _decode_into(self, out: np.ndarray, k0: int, k1: int) -> None:
+        for c0 in range(k0, k1, VIDEO_CHUNK):
+            c1 = min(k1, c0 + VIDEO_CHUNK)
+            need = self.idx[c0:c1]
+            uniq = np.unique(need)
+            frames = self.src.get(uniq)
+            if frames.shape[1:] != self.shape:
+                raise RecordingError(self.rec, self.file, f"decoder returned frames of shape {frames.shape[1:]}")
+            dst = out[c0 - k0:c1 - k0]
+            if len(uniq) == len(need):
+                dst[...] = frames
+            else:
+                dst[...] = frames[np.searchsorted(uniq, need)]
+            small = dst[:, ::4, ::4, 1].astype(np.int16)  # green channel, 1/16 of the pixels
+            d = np.full(len(dst), np.nan)
+            d[1:] = np.abs(np.diff(small, axis=0)).mean(axis=(1, 2))
+            if self._prev is not None and self._prev[0] == c0 - 1:
+                d[0] = np.abs(small[0] - self._prev[1]).mean()
+            self.env[c0:c1] = d
+            self._prev = (c1 - 1, small[-1])
+
+    def span(self, a: int, b: int) -> np.ndarray:
+        if a < self.b0:
+            raise RuntimeError(f"VideoFrames.span went backwards ({a} < {self.b0})")
+        if len(self._store) < b - a:
+            grown = np.empty((b - a,) + self.shape, np.uint8)
+            grown[: max(0, self.b1 - self.b0)] = self._store[: max(0, self.b1 - self.b0)]
+            self._store = grown
+        keep = max(0, self.b1 - a)
+        if keep:  # move the overlap with the previous span to the front
+            self._store[:keep] = self._store[a - self.b0: a - self.b0 + keep].copy()
+        start = a + keep
+        if start < b:
+            self._decode_into(self._store[keep: b - a], start, b)
+        self.b0, self.b1 = a, max(b, self.b1 if keep else b)
+        return self._store[: b - a]
+
+    def release(self) -> None:
+        self._store = np.empty((0,) + self.shape, np.uint8)
+        self.b0 = self.b1 = 0
+
+
+def _read_video(spec, rec: Recording, cfg: PreprocessConfig) -> Series:
+    """Open the video and put it on the ``--fps`` grid by timestamps (nothing decoded yet)."""
     from .readers import VideoSource
 
     src = VideoSource(spec, rec.id, cfg.video_size)
@@ -162,25 +223,7 @@ def _read_video(spec, rec: Recording, cfg: PreprocessConfig, scratch_dir: Path) 
     grid = ft[0] + np.arange(k) / cfg.fps
     idx, valid = select_frames(ft, grid, GAP_FACTOR * period)
     h, w = cfg.video_size
-    path = scratch_dir / f"{spec.name}.u8"
-    env = np.zeros(k)
-    prev = None
-    with open(path, "wb") as f:
-        for k0 in range(0, k, VIDEO_CHUNK):
-            need = idx[k0:k0 + VIDEO_CHUNK]
-            uniq, inv = np.unique(need, return_inverse=True)
-            frames = src.get(uniq)
-            if frames.shape[1:] != (h, w, 3):
-                raise RecordingError(rec.id, spec.file, f"decoder returned frames of shape {frames.shape[1:]}")
-            out = frames if len(uniq) == len(need) and np.array_equal(uniq, need) else frames[inv]
-            out.tofile(f)
-            small = out[:, ::4, ::4].astype(np.float32).mean(axis=-1)
-            d = np.empty(len(small))
-            d[1:] = np.abs(np.diff(small, axis=0)).mean(axis=(1, 2))
-            d[0] = np.abs(small[0] - prev).mean() if prev is not None else 0.0
-            env[k0:k0 + len(d)] = d
-            prev = small[-1]
-    env[~valid] = np.nan
+    frames = VideoFrames(src, idx, (h, w, 3), rec.id, spec.file)
     declared = spec.declared_rate_hz if spec.declared_rate_hz is not None else src.native_fps
     info = {"kind": "video", "file": spec.file, "frames": int(src.n), **_rate_check(declared, rate_meas, 0.01),
             **_gap_stats(ft, GAP_FACTOR * period),
@@ -190,8 +233,17 @@ def _read_video(spec, rec: Recording, cfg: PreprocessConfig, scratch_dir: Path) 
                                 + ("; rate matches" if abs(rate_meas - cfg.fps) < 0.01 * cfg.fps else "")),
             "decoder": "decord"}
     return Series(name=spec.name, kind="video", file=spec.file, rate_hz=cfg.fps, t0_s=float(ft[0]), n=k,
-                  offset_s=spec.clock_offset_s, envelope=Envelope(float(ft[0]), cfg.fps, env), info=info,
-                  scratch=path, frame_shape=(h, w, 3), dtype="uint8", valid=valid)
+                  offset_s=spec.clock_offset_s, envelope=Envelope(float(ft[0]), cfg.fps, frames.env), info=info,
+                  frame_shape=(h, w, 3), dtype="uint8", valid=valid, frames=frames)
+
+
+def _video_to_scratch(s: Series, scratch_dir: Path) -> None:
+    """Decode the whole video once into a scratch file (needed when the lag must be known before windowing)."""
+    s.scratch = scratch_dir / f"{s.name}.u8"
+    with open(s.scratch, "wb") as f:
+        for a in range(0, s.n, VIDEO_CHUNK * 4):
+            s.frames.span(a, min(s.n, a + VIDEO_CHUNK * 4)).tofile(f)
+    s.frames.release()
 
 
 def _read_audio(spec, rec: Recording, cfg: PreprocessConfig, scratch_dir: Path) -> Series:
@@ -287,6 +339,59 @@ def _tmp_path(out_dir: Path, rid: str) -> Path:
     return Path(out_dir) / f".{rid}.h5.tmp"
 
 
+def _estimate_lags(series: list[Series], ref: Series, cfg: PreprocessConfig, apply: bool, warnings: list[str]) -> None:
+    """Estimate every stream's lag behind ``ref``; record it in the stream's info; apply it if asked."""
+    ref.info.update(lag_s=0.0, lag_corr=1.0, lag_reliable=True, lag_applied_s=0.0, in_sync_ok=True)
+    for s in series:
+        if s is ref:
+            continue
+        est = estimate_lag(ref.envelope, ref.offset_s, s.envelope, s.offset_s, cfg.max_lag_s)
+        applied = 0.0
+        if apply:
+            if est["reliable"]:
+                applied = -est["lag_s"]
+                s.offset_s += applied
+            else:
+                warnings.append(f"{s.file}: lag estimate unreliable (peak correlation {est['corr']:.2f}); "
+                                "not applied, meta.json offset kept")
+        in_sync = (not est["reliable"]) or abs(est["lag_s"] + applied) <= cfg.lag_tol_s
+        s.info.update(lag_s=est["lag_s"], lag_corr=est["corr"], lag_reliable=est["reliable"],
+                      lag_applied_s=applied, in_sync_ok=bool(in_sync))
+        if est["reliable"] and abs(est["lag_s"]) > cfg.lag_tol_s:
+            msg = (f"{s.file}: events lag {ref.file} ({ref.name}) by {est['lag_s']:+.3f} s "
+                   f"(correlation {est['corr']:.2f})")
+            msg += "; applied (--align estimate)" if applied else "; check clock_offset_s or use --align estimate"
+            warnings.append(msg)
+
+
+def _check_coverage(rec: Recording, series: list[Series], cfg: PreprocessConfig, warnings: list[str]):
+    """Spans on the recording clock; a stream that starts late / ends early beyond tolerance fails or is cropped."""
+    starts = {s.name: s.cover_rec_s[0] for s in series}
+    ends = {s.name: s.cover_rec_s[1] for s in series}
+    u0, u1 = min(starts.values()), max(ends.values())
+    tol = cfg.coverage_tol_s
+    for s in series:
+        late, early = starts[s.name] - u0, u1 - ends[s.name]
+        s.info.update(start_s=starts[s.name], end_s=ends[s.name], start_late_s=late, end_early_s=early,
+                      coverage_ok=bool(late <= tol and early <= tol))
+        if s.info["coverage_ok"]:
+            continue
+        what = " and ".join(x for x in (f"starts {late:.2f} s late" if late > tol else "",
+                                         f"ends {early:.2f} s early" if early > tol else "") if x)
+        msg = (f"stream '{s.name}' covers {starts[s.name]:.2f}-{ends[s.name]:.2f} s but the recording spans "
+               f"{u0:.2f}-{u1:.2f} s: it {what}")
+        if cfg.short_streams == "fail":
+            raise RecordingError(rec.id, s.file, msg, "truncated file? use --short-streams crop to keep the part "
+                                 "every stream covers")
+        warnings.append(f"{s.file}: {msg} (cropped)")
+    a, b = max(starts.values()), min(ends.values())
+    if b - a < cfg.window_s - EPS_S:
+        raise RecordingError(rec.id, None, f"the streams overlap for {max(0.0, b - a):.2f} s, less than one "
+                             f"{cfg.window_s:g} s window (spans: "
+                             + ", ".join(f"{k} {starts[k]:.2f}-{ends[k]:.2f}" for k in starts) + ")")
+    return u0, u1, a, b
+
+
 def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> dict:
     """Preprocess one recording into ``out_dir/<id>.h5``. Raises RecordingError on bad input.
 
@@ -294,7 +399,7 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
     """
     import h5py
 
-    from .shards import STREAM_TYPE, SHARD_TYPE, WINDOWS_TYPE, set_encoding
+    from .shards import SHARD_TYPE, STREAM_TYPE, WINDOWS_TYPE, set_encoding
 
     t_start = time.perf_counter()
     rec = load_recording(rec_dir)
@@ -310,71 +415,34 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
     tmp = _tmp_path(out_dir, rec.id)
     scratch_dir.mkdir(parents=True, exist_ok=True)
     try:
-        # ---- A: read every stream once
+        # ---- A: read every stream once (video: opened, timestamps read; decoded later, on demand)
         series: list[Series] = []
         for spec in specs:
             if spec.kind == "video":
-                series.append(_read_video(spec, rec, cfg, scratch_dir))
+                series.append(_read_video(spec, rec, cfg))
             elif spec.kind == "audio":
                 series.append(_read_audio(spec, rec, cfg, scratch_dir))
             else:
                 series.append(_read_imu(spec, rec, cfg))
         warnings: list[str] = []
         for s in series:
+            s.info["clock_offset_s"] = s.offset_s
             if not s.info["rate_ok"]:
                 warnings.append(f"{s.file}: declared {s.info['declared_rate_hz']:g} Hz but timestamps give "
                                 f"{s.info['measured_rate_hz']:.4g} Hz (resampled by timestamps)")
-        # ---- B: align
+        # ---- B: align. The lag is always estimated and reported; with --align estimate it is applied,
+        # which needs the video's envelope before windowing: decode it once into a scratch file.
         order = {"video": 0, "audio": 1, "imu": 2}
         ref = min(series, key=lambda s: order[s.kind])
-        lags = {}
-        for s in series:
-            s.info["clock_offset_s"] = s.offset_s
-            if s is ref:
-                s.info.update(lag_s=0.0, lag_corr=1.0, lag_reliable=True, lag_applied_s=0.0, in_sync_ok=True)
-                continue
-            est = estimate_lag(ref.envelope, ref.offset_s, s.envelope, s.offset_s, cfg.max_lag_s)
-            lags[s.name] = est
-            applied = 0.0
-            if cfg.align == "estimate":
-                if est["reliable"]:
-                    applied = -est["lag_s"]
-                    s.offset_s += applied
-                else:
-                    warnings.append(f"{s.file}: lag estimate unreliable (peak correlation {est['corr']:.2f}); "
-                                    "not applied, meta.json offset kept")
-            in_sync = (not est["reliable"]) or abs(est["lag_s"] + applied) <= cfg.lag_tol_s
-            s.info.update(lag_s=est["lag_s"], lag_corr=est["corr"], lag_reliable=est["reliable"],
-                          lag_applied_s=applied, in_sync_ok=bool(in_sync))
-            if est["reliable"] and abs(est["lag_s"]) > cfg.lag_tol_s:
-                msg = (f"{s.file}: events lag {ref.file} ({ref.name}) by {est['lag_s']:+.3f} s "
-                       f"(correlation {est['corr']:.2f})")
-                msg += "; applied (--align estimate)" if applied else "; check clock_offset_s or use --align estimate"
-                warnings.append(msg)
-        # ---- coverage on the recording clock
-        starts = {s.name: s.cover_rec_s[0] for s in series}
-        ends = {s.name: s.cover_rec_s[1] for s in series}
-        u0, u1 = min(starts.values()), max(ends.values())
-        for s in series:
-            late, early = starts[s.name] - u0, u1 - ends[s.name]
-            s.info.update(start_s=starts[s.name], end_s=ends[s.name], start_late_s=late, end_early_s=early,
-                          coverage_ok=bool(late <= cfg.coverage_tol_s and early <= cfg.coverage_tol_s))
-            if not s.info["coverage_ok"]:
-                what = (f"starts {late:.2f} s late" if late > cfg.coverage_tol_s else "") + \
-                       (" and " if late > cfg.coverage_tol_s and early > cfg.coverage_tol_s else "") + \
-                       (f"ends {early:.2f} s early" if early > cfg.coverage_tol_s else "")
-                msg = (f"stream '{s.name}' covers {starts[s.name]:.2f}-{ends[s.name]:.2f} s but the recording spans "
-                       f"{u0:.2f}-{u1:.2f} s: it {what}")
-                if cfg.short_streams == "fail":
-                    raise RecordingError(rec.id, s.file, msg, "truncated file? use --short-streams crop to keep "
-                                         "the part every stream covers")
-                warnings.append(f"{s.file}: {msg} (cropped)")
+        if cfg.align == "estimate":
+            for s in series:
+                if s.kind == "video":
+                    _video_to_scratch(s, scratch_dir)
+            _estimate_lags(series, ref, cfg, True, warnings)
+        u0, u1, a, b = _check_coverage(rec, series, cfg, warnings)
         check_segments_inside(rec, segs, u1)
-        a, b = max(starts.values()), min(ends.values())
+        # ---- C: window grid (origin: the start of the common span), quality gate
         w, st = cfg.window_s, cfg.stride_s
-        if b - a < w - EPS_S:
-            raise RecordingError(rec.id, None, f"the streams overlap for {max(0.0, b - a):.2f} s, less than one "
-                                 f"{w:g} s window (spans: " + ", ".join(f"{k} {starts[k]:.2f}-{ends[k]:.2f}" for k in starts) + ")")
         j_lo = -int(math.floor((a - u0) / st + EPS_S))
         j_hi = int(math.floor((u1 - w - a) / st + EPS_S))
         cand = a + np.arange(j_lo, j_hi + 1) * st
@@ -383,43 +451,38 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
         rejected["coverage"] = int((~inside).sum())
         cand = cand[inside]
         ok = np.ones(len(cand), bool)
-        # IMU: resample on the window grid (origin a) so that window sample indices are exact
-        imu_res = {}
-        for s in series:
-            if s.kind != "imu":
-                continue
-            n_out = sample_index(b, a, cfg.imu_hz) + 1
-            gap_s = GAP_FACTOR / s.info["declared_rate_hz"] if s.info["declared_rate_hz"] else GAP_FACTOR / s.info["measured_rate_hz"]
-            r = resample_irregular(s.imu.t, s.imu.x, cfg.imu_hz, a - s.offset_s, n_out, gap_s)
-            imu_res[s.name] = r
-            s.t0_s, s.n = a - s.offset_s, n_out
-            s.info["resample_method"] = r.method
-        # per stream: window start index, and gate on its masks
-        first_idx: dict[str, np.ndarray] = {}
-        per_win = {}
         reason_of = np.full(len(cand), "", dtype=object)
 
         def reject(mask, reason):
             nonlocal ok
-            new = mask & ok
-            reason_of[new] = reason
+            reason_of[mask & ok] = reason
             ok &= ~mask
 
+        imu_res = {}
+        first_idx: dict[str, np.ndarray] = {}
+        per_win: dict[str, int] = {}
         for s in series:
+            if s.kind == "imu":  # resample on the window grid (origin a) so window indices are exact
+                n_out = sample_index(b, a, cfg.imu_hz) + 1
+                dec = s.info["declared_rate_hz"] or s.info["measured_rate_hz"]
+                r = resample_irregular(s.imu.t, s.imu.x, cfg.imu_hz, a - s.offset_s, n_out, GAP_FACTOR / dec)
+                imu_res[s.name] = r
+                s.t0_s, s.n = a - s.offset_s, n_out
+                s.info["resample_method"] = r.method
             t_win = num_samples(w, s.rate_hz)
             i0 = np.array([sample_index(c, s.start_rec_s, s.rate_hz) for c in cand], dtype=np.int64)
-            first_idx[s.name] = i0
-            per_win[s.name] = t_win
+            first_idx[s.name], per_win[s.name] = i0, t_win
             reject((i0 < 0) | (i0 + t_win > s.n), "length")
             i0c = np.clip(i0, 0, max(0, s.n - t_win))
+            masks = []
             if s.kind == "video":
-                bad = np.concatenate([[0], np.cumsum(~s.valid)])
-                reject((bad[i0c + t_win] - bad[i0c]) > 0, "gap")
+                masks = [(~s.valid, "gap")]
             elif s.kind == "imu":
                 r = imu_res[s.name]
-                for mask, reason in ((r.outside, "coverage"), (r.gap, "gap"), (r.nan, "nan")):
-                    cs = np.concatenate([[0], np.cumsum(mask)])
-                    reject((cs[i0c + t_win] - cs[i0c]) > 0, reason)
+                masks = [(r.outside, "coverage"), (r.gap, "gap"), (r.nan, "nan")]
+            for mask, reason in masks:
+                cs = np.concatenate([[0], np.cumsum(mask)])
+                reject((cs[i0c + t_win] - cs[i0c]) > 0, reason)
         labels, purity = _label_windows(cand, w, rec, segs)
         reject(purity < cfg.min_purity - 1e-6, "label_purity")
         for r in REJECT_REASONS:
@@ -427,24 +490,10 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
         keep = np.flatnonzero(ok)
         n_win = len(keep)
         if n_win == 0:
-            raise RecordingError(rec.id, None, f"no window passed the quality gate (rejected: "
+            raise RecordingError(rec.id, None, "no window passed the quality gate (rejected: "
                                  + ", ".join(f"{k}={v}" for k, v in rejected.items() if v) + ")",
                                  "check labels.csv, --min-purity and the stream spans")
-        # ---- write the shard
-        sources = []
-        for f in sorted({s.file for s in series} | ({rec.labels_file} if rec.labels_file else set()) | {"meta.json"}):
-            p = rec.dir / f
-            sources.append({"file": f, "size_bytes": p.stat().st_size, "sha256": _sha256(p),
-                            "streams": [s.name for s in series if s.file == f]})
-        lag_vals = [abs(s.info["lag_s"]) for s in series if s is not ref and s.info.get("lag_reliable")]
-        info = {
-            "recording": rec.id, "subject": rec.subject, "reference_stream": ref.name,
-            "streams": {s.name: s.info for s in series},
-            "span_s": [a, b], "windows_total": int(len(cand) + rejected["coverage"]), "windows_kept": n_win,
-            "rejected": rejected, "max_abs_lag_ms": 1000 * max(lag_vals) if lag_vals else 0.0,
-            "sync_ok": all(s.info.get("in_sync_ok", True) for s in series),
-            "rate_ok": all(s.info["rate_ok"] for s in series), "warnings": warnings,
-        }
+        # ---- write the shard under a temporary name
         mel = cfg.mel()
         if tmp.exists():
             tmp.unlink()
@@ -455,7 +504,6 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
                 "window_s": w, "stride_s": st, "tool_version": __version__,
                 "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "args_json": json.dumps(cfg.as_dict()), "meta_json": json.dumps(rec.meta),
-                "sources_json": json.dumps(sources), "checks_json": json.dumps(info, default=float),
             })
             g = h.create_group("windows")
             set_encoding(g, WINDOWS_TYPE)
@@ -467,55 +515,29 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
             for s in series:
                 gs = sg.create_group(s.name)
                 set_encoding(gs, STREAM_TYPE)
-                t_win = per_win[s.name]
-                i0 = first_idx[s.name][keep]
-                common = {"kind": s.kind, "declared_rate_hz": float(s.info["declared_rate_hz"] or np.nan),
-                          "measured_rate_hz": float(s.info["measured_rate_hz"]), "clock_offset_s": s.info["clock_offset_s"],
-                          "lag_applied_s": s.info["lag_applied_s"], "resample_method": s.info["resample_method"]}
-                gs.attrs.update(common)
-                if s.kind == "imu":
-                    r = imu_res[s.name]
-                    data = np.stack([r.y[i:i + t_win] for i in i0]).astype(np.float32)
-                    gs.create_dataset("data", data=data)
-                    flat = data.reshape(-1, data.shape[-1]).astype(np.float64)
-                    ssum, ssq, cnt = flat.sum(0), (flat ** 2).sum(0), len(flat)
-                    mean = ssum / cnt
-                    std = np.sqrt(np.maximum(ssq / cnt - mean ** 2, 0))
-                    gs.create_dataset("sum", data=ssum)
-                    gs.create_dataset("sumsq", data=ssq)
-                    gs.create_dataset("count", data=np.int64(cnt))
-                    gs.create_dataset("mean", data=mean.astype(np.float32))
-                    gs.create_dataset("std", data=std.astype(np.float32))
-                    units = {c: (rec.streams[s.name].units.get(c, "")) for c in s.imu.channels}
-                    gs.attrs.update(rate_hz=cfg.imu_hz, samples_per_window=t_win, channels=s.imu.channels,
-                                    units=json.dumps(units), unit="per channel: see units")
-                    continue
-                if s.kind == "video":
-                    h_, w_ = cfg.video_size
-                    ds = gs.create_dataset("frames", shape=(n_win, t_win, h_, w_, 3), dtype=np.uint8)
-                    gs.attrs.update(rate_hz=cfg.fps, samples_per_window=t_win, unit="uint8 RGB",
-                                    height=h_, width=w_)
-                    per = t_win * h_ * w_ * 3
-                else:
-                    n_frames = mel.n_frames(t_win)
-                    ds = gs.create_dataset("logmel", shape=(n_win, n_frames, mel.n_mels), dtype=np.float32)
-                    wav = gs.create_dataset("waveform", shape=(n_win, t_win), dtype=np.float32) if cfg.audio_waveform else None
-                    gs.attrs.update(rate_hz=cfg.audio_sr / mel.hop_length, samples_per_window=n_frames,
-                                    unit="log(mel power + 1e-6)", sample_rate_hz=cfg.audio_sr, n_fft=mel.n_fft,
-                                    hop_length=mel.hop_length, n_mels=mel.n_mels, fmin_hz=mel.fmin_hz,
-                                    fmax_hz=cfg.audio_sr / 2, waveform_samples=t_win)
-                    per = t_win * 4 * 3
-                blk = max(1, BLOCK_BYTES // per)
-                for q in range(0, n_win, blk):
-                    ii = i0[q:q + blk]
-                    span = s.read(int(ii[0]), int(ii[-1]) + t_win)
-                    win = np.stack([span[i - ii[0]: i - ii[0] + t_win] for i in ii])
-                    if s.kind == "video":
-                        ds[q:q + len(ii)] = win
-                    else:
-                        ds[q:q + len(ii)] = logmel(win, mel)
-                        if wav is not None:
-                            wav[q:q + len(ii)] = win
+                _write_stream(gs, s, rec, cfg, mel, first_idx[s.name][keep], per_win[s.name], imu_res.get(s.name))
+            # the lag is reported for every recording; in meta mode the video envelope is complete only now
+            if cfg.align != "estimate":
+                _estimate_lags(series, ref, cfg, False, warnings)
+            for s in series:
+                sg[s.name].attrs["lag_applied_s"] = s.info["lag_applied_s"]
+            sources = []
+            files = {s.file for s in series} | ({rec.labels_file} if rec.labels_file else set()) | {"meta.json"}
+            for f in sorted(files):
+                p = rec.dir / f
+                sources.append({"file": f, "size_bytes": p.stat().st_size, "sha256": _sha256(p),
+                                "streams": [s.name for s in series if s.file == f]})
+            lag_vals = [abs(s.info["lag_s"]) for s in series if s is not ref and s.info.get("lag_reliable")]
+            info = {
+                "recording": rec.id, "subject": rec.subject, "reference_stream": ref.name,
+                "streams": {s.name: s.info for s in series},
+                "span_s": [a, b], "windows_total": int(len(cand) + rejected["coverage"]), "windows_kept": n_win,
+                "rejected": rejected, "max_abs_lag_ms": 1000 * max(lag_vals) if lag_vals else 0.0,
+                "sync_ok": all(s.info.get("in_sync_ok", True) for s in series),
+                "rate_ok": all(s.info["rate_ok"] for s in series), "warnings": warnings,
+            }
+            h.attrs["sources_json"] = json.dumps(sources)
+            h.attrs["checks_json"] = json.dumps(info, default=float)
         os.replace(tmp, shard_path(out_dir, rec.id))
         info["seconds"] = time.perf_counter() - t_start
         return info
@@ -523,6 +545,65 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
         shutil.rmtree(scratch_dir, ignore_errors=True)
         if tmp.exists():
             tmp.unlink()
+
+
+def _write_stream(gs, s: Series, rec: Recording, cfg: PreprocessConfig, mel: MelSettings, i0: np.ndarray,
+                  t_win: int, imu_r) -> None:
+    """Write one stream's per-window array (blocks of windows; each block is one contiguous read)."""
+    n_win = len(i0)
+    gs.attrs.update({"kind": s.kind, "declared_rate_hz": float(s.info["declared_rate_hz"] or np.nan),
+                     "measured_rate_hz": float(s.info["measured_rate_hz"]), "clock_offset_s": s.info["clock_offset_s"],
+                     "resample_method": s.info["resample_method"]})
+    if s.kind == "imu":
+        data = imu_r.y[i0[:, None] + np.arange(t_win)[None, :]]
+        gs.create_dataset("data", data=data)
+        flat = data.reshape(-1, data.shape[-1]).astype(np.float64)
+        ssum, ssq, cnt = flat.sum(0), (flat ** 2).sum(0), len(flat)
+        mean = ssum / cnt
+        std = np.sqrt(np.maximum(ssq / cnt - mean ** 2, 0))
+        gs.create_dataset("sum", data=ssum)
+        gs.create_dataset("sumsq", data=ssq)
+        gs.create_dataset("count", data=np.int64(cnt))
+        gs.create_dataset("mean", data=mean.astype(np.float32))
+        gs.create_dataset("std", data=std.astype(np.float32))
+        units = {c: rec.streams[s.name].units.get(c, "") for c in s.imu.channels}
+        gs.attrs.update(rate_hz=cfg.imu_hz, samples_per_window=t_win, channels=s.imu.channels,
+                        units=json.dumps(units), unit="per channel: see units")
+        return
+    wav = None
+    if s.kind == "video":
+        h_, w_ = cfg.video_size
+        ds = gs.create_dataset("frames", shape=(n_win, t_win, h_, w_, 3), dtype=np.uint8)
+        gs.attrs.update(rate_hz=cfg.fps, samples_per_window=t_win, unit="uint8 RGB", height=h_, width=w_)
+        per = t_win * h_ * w_ * 3
+    else:
+        n_frames = mel.n_frames(t_win)
+        ds = gs.create_dataset("logmel", shape=(n_win, n_frames, mel.n_mels), dtype=np.float32)
+        if cfg.audio_waveform:
+            wav = gs.create_dataset("waveform", shape=(n_win, t_win), dtype=np.float32)
+        gs.attrs.update(rate_hz=cfg.audio_sr / mel.hop_length, samples_per_window=n_frames,
+                        unit="log(mel power + 1e-6)", sample_rate_hz=cfg.audio_sr, n_fft=mel.n_fft,
+                        hop_length=mel.hop_length, n_mels=mel.n_mels, fmin_hz=mel.fmin_hz,
+                        fmax_hz=cfg.audio_sr / 2, waveform_samples=t_win)
+        per = t_win * 4 * 3
+    blk = max(1, BLOCK_BYTES // per)
+    hop = mel.hop_length
+    for q in range(0, n_win, blk):
+        ii = i0[q:q + blk]
+        span = s.read(int(ii[0]), int(ii[-1]) + t_win)
+        rel = ii - ii[0]
+        if s.kind == "video":
+            for j, r0 in enumerate(rel):  # each window is a contiguous slice of the span: no gather copy
+                ds[q + j] = span[r0:r0 + t_win]
+            continue
+        if np.all(rel % hop == 0):  # log-mel once over the span, windows are frame slices (no recompute)
+            lm = logmel(span[None, :], mel)[0]
+            fr = rel // hop
+            ds[q:q + len(ii)] = lm[fr[:, None] + np.arange(ds.shape[1])[None, :]]
+        else:
+            ds[q:q + len(ii)] = logmel(span[rel[:, None] + np.arange(t_win)[None, :]], mel)
+        if wav is not None:
+            wav[q:q + len(ii)] = span[rel[:, None] + np.arange(t_win)[None, :]]
 
 
 # ------------------------------------------------------------------------------ the run
