@@ -43,7 +43,7 @@ def preprocess_cmd(
     max_lag: float = typer.Option(2.0, "--max-lag", help="Largest lag (s) the estimator searches."),
     lag_tol: float = typer.Option(0.1, "--lag-tol", help="A reliable estimated lag larger than this (s) flags the recording as out of sync."),
     short_streams: str = typer.Option("fail", "--short-streams", help="A stream that starts late or ends early by more than --coverage-tol: 'fail' the recording, or 'crop' to the part all streams cover."),
-    coverage_tol: float = typer.Option(1.0, "--coverage-tol", help="Seconds a stream may start late / end early before --short-streams applies."),
+    coverage_tol: float = typer.Option(2.0, "--coverage-tol", help="Seconds a stream may start late / end early before --short-streams applies."),
     rate_tol: float = typer.Option(0.01, "--rate-tol", help="Relative difference between declared and measured rate that is reported as a rate warning."),
     workers: int = typer.Option(1, "--workers", "-j", help="Recordings processed in parallel (processes)."),
     shard_index: int = typer.Option(0, "--shard-index", help="This task's index for job arrays: takes recordings k with k mod --num-shards == index (id order)."),

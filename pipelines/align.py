@@ -97,5 +97,5 @@ def estimate_lag(ref: Envelope, ref_offset_s: float, other: Envelope, other_offs
         den = cn[i - 1] - 2 * cn[i] + cn[i + 1]
         if den < 0:
             lag += float(0.5 * (cn[i - 1] - cn[i + 1]) / den) / rate
-    corr = float(cn[i])
+    corr = float(min(cn[i], 1.0))  # overlap normalisation can nudge a perfect match past 1
     return {"lag_s": lag, "corr": corr, "reliable": bool(corr >= MIN_RELIABLE_CORR)}

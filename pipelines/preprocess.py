@@ -65,7 +65,7 @@ class PreprocessConfig:
     lag_tol_s: float = 0.1  # |lag| above this (when reliable) flags the recording as out of sync
     rate_tol: float = 0.01  # relative difference declared vs measured rate that flags a rate check
     short_streams: str = "fail"  # "fail" | "crop": a stream that starts/ends > coverage_tol_s off the others
-    coverage_tol_s: float = 1.0
+    coverage_tol_s: float = 2.0
 
     def __post_init__(self):
         if isinstance(self.video_size, int):
@@ -233,7 +233,8 @@ def _read_video(spec, rec: Recording, cfg: PreprocessConfig) -> Series:
                                 + ("; rate matches" if abs(rate_meas - cfg.fps) < 0.01 * cfg.fps else "")),
             "decoder": "decord"}
     return Series(name=spec.name, kind="video", file=spec.file, rate_hz=cfg.fps, t0_s=float(ft[0]), n=k,
-                  offset_s=spec.clock_offset_s, envelope=Envelope(float(ft[0]), cfg.fps, frames.env), info=info,
+                  # a frame difference measures motion between two grid frames: centre it half a period earlier
+                  offset_s=spec.clock_offset_s, envelope=Envelope(float(ft[0]) - 0.5 / cfg.fps, cfg.fps, frames.env), info=info,
                   frame_shape=(h, w, 3), dtype="uint8", valid=valid, frames=frames)
 
 
@@ -288,7 +289,7 @@ def _read_audio(spec, rec: Recording, cfg: PreprocessConfig, scratch_dir: Path) 
             "resample_method": ("none: rate matches" if sr_in == cfg.audio_sr else
                                 f"soxr HQ streaming resampler {sr_in} -> {cfg.audio_sr} Hz (anti-aliased)")}
     return Series(name=spec.name, kind="audio", file=spec.file, rate_hz=float(cfg.audio_sr), t0_s=float(t0), n=n,
-                  offset_s=spec.clock_offset_s, envelope=Envelope(float(t0), ENV_RATE_HZ, env), info=info,
+                  offset_s=spec.clock_offset_s, envelope=Envelope(float(t0) + 0.5 * hop / cfg.audio_sr, ENV_RATE_HZ, env), info=info,
                   scratch=path, dtype="float32")
 
 

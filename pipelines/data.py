@@ -1,0 +1,373 @@
+"""Reading windows from shards for training: an index of the windows and a block-reading Dataset.
+
+- :class:`ShardSet` indexes a shards directory (schemas/shard.md): every window's recording,
+  subject, time span and class index, checking the encoding versions and that the streams asked
+  for exist with the manifest's shapes. It reads only ``/windows`` and the stream attributes.
+- :class:`BlockDataset` is a torch ``IterableDataset`` that yields whole batches. It reads
+  *contiguous blocks* of windows (``ds[i:j]``: one read per block and stream, the layout the shard
+  spec guarantees), visits blocks in a shuffled order, and shuffles windows inside a buffer of
+  several blocks, so a batch mixes recordings without ever reading single windows. HDF5 files are
+  opened lazily in the process that reads them (each DataLoader worker) and the handles are kept;
+  they are never pickled to a worker (pytorch/pytorch#11929).
+
+Only the streams asked for are read, so a shards directory holding just the target stream works.
+Video frames can be subsampled in time on read (``frames={"video": 8}``) to keep CPU cost low.
+Imports only numpy, h5py and torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from .errors import ShardError
+from .models import frame_indices
+from .shards import SHARD_TYPE, STREAM_TYPE, WINDOWS_TYPE, check_encoding, read_manifest
+
+ARRAY_OF_KIND = {"video": "frames", "imu": "data", "audio": "logmel"}
+
+
+def _s(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+@dataclass
+class Recording:
+    """One shard: its windows (time spans, labels as class indices; -1 for a class the model lacks)."""
+
+    recording_id: str
+    subject: str
+    session: str
+    path: Path
+    start_s: np.ndarray
+    end_s: np.ndarray
+    y: np.ndarray
+    labels: np.ndarray
+
+
+class ShardSet:
+    """The windows of a shards directory, for the ``streams`` asked for.
+
+    Global window ids run over recordings in manifest order, then windows in time order;
+    ``rec[g]``, ``win[g]``, ``y[g]``, ``start_s[g]``, ``end_s[g]``, ``subject_of(g)`` describe window g.
+
+    ``classes``: the class vocabulary to index labels with (default: the manifest's). Labels not in
+    it raise a :class:`ShardError` unless ``unknown_labels="ignore"`` (they get ``y = -1``).
+    """
+
+    def __init__(self, data_dir: str | Path, streams: list[str], classes: list[str] | None = None,
+                 unknown_labels: str = "error"):
+        self.data_dir = Path(data_dir)
+        if self.data_dir.is_file():  # one shard file, no manifest
+            self.manifest = manifest_of_shard(self.data_dir)
+            self.data_dir = self.data_dir.parent
+        else:
+            self.manifest = read_manifest(self.data_dir)
+        self.classes = list(classes) if classes is not None else list(self.manifest["classes"])
+        self.settings = dict(self.manifest.get("settings", {}))
+        avail = self.manifest.get("streams", {})
+        for s in streams:
+            if s not in avail:
+                raise ShardError(f"{self.data_dir}: stream '{s}' is not in these shards (they hold: "
+                                 f"{', '.join(sorted(avail)) or 'none'}); pick one of those, or preprocess "
+                                 f"the recordings with that stream")
+        self.streams = list(streams)
+        self.stream_info = {s: dict(avail[s]) for s in streams}
+        cls_index = {c: i for i, c in enumerate(self.classes)}
+        self.recordings: list[Recording] = []
+        unknown: dict[str, int] = {}
+        for entry in self.manifest.get("shards", []):
+            path = self.data_dir / entry["file"]
+            if not path.is_file():
+                raise ShardError(f"{path}: listed in manifest.json but missing; rebuild the manifest with "
+                                 f"`dcat manifest {self.data_dir}`")
+            with h5py.File(path, "r") as f:
+                check_encoding(f, SHARD_TYPE, str(path))
+                if "windows" not in f:
+                    raise ShardError(f"{path}: no /windows group (re-create it with `dcat preprocess`)")
+                w = f["windows"]
+                check_encoding(w, WINDOWS_TYPE, f"{path}:/windows")
+                start = w["start_s"][:].astype(np.float64)
+                end = w["end_s"][:].astype(np.float64)
+                labels = np.array([_s(x) for x in w["label"][:]], dtype=object)
+                for s in streams:
+                    self._check_stream(f, path, s)
+                rid = _s(f.attrs.get("recording_id", entry.get("recording_id", path.stem)))
+                subj = _s(f.attrs.get("subject", entry.get("subject", "")))
+                sess = _s(f.attrs.get("session", ""))
+            y = np.array([cls_index.get(lab, -1) for lab in labels], dtype=np.int64)
+            for lab in labels[y < 0]:
+                unknown[lab] = unknown.get(lab, 0) + 1
+            self.recordings.append(Recording(rid, subj, sess, path, start, end, y, labels))
+        if unknown and unknown_labels == "error":
+            raise ShardError(f"{self.data_dir}: labels {sorted(unknown)} are not among the model's classes "
+                             f"{self.classes}; evaluate on shards with the same classes, or retrain")
+        n = [len(r.start_s) for r in self.recordings]
+        self.rec = np.repeat(np.arange(len(n)), n).astype(np.int64)
+        self.win = np.concatenate([np.arange(k) for k in n]).astype(np.int64) if n else np.zeros(0, np.int64)
+        self.y = np.concatenate([r.y for r in self.recordings]) if n else np.zeros(0, np.int64)
+        self.start_s = np.concatenate([r.start_s for r in self.recordings]) if n else np.zeros(0)
+        self.end_s = np.concatenate([r.end_s for r in self.recordings]) if n else np.zeros(0)
+        self.offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
+
+    def _check_stream(self, f, path, s):
+        if "streams" not in f or s not in f["streams"]:
+            raise ShardError(f"{path}: stream '{s}' is missing from this shard although the manifest lists "
+                             f"it; rebuild the manifest with `dcat manifest {self.data_dir}`")
+        g = f["streams"][s]
+        check_encoding(g, STREAM_TYPE, f"{path}:/streams/{s}")
+        kind = _s(g.attrs.get("kind", ""))
+        arr = ARRAY_OF_KIND.get(kind)
+        if arr is None or arr not in g:
+            raise ShardError(f"{path}:/streams/{s}: kind '{kind}' without its array "
+                             f"('{arr}'); re-create the shard with `dcat preprocess`")
+        want = list(self.stream_info[s].get("shape", g[arr].shape[1:]))
+        if list(g[arr].shape[1:]) != want:
+            raise ShardError(f"{path}:/streams/{s}/{arr}: per-window shape {list(g[arr].shape[1:])} differs "
+                             f"from the manifest's {want}; shards of one directory must share settings "
+                             f"(re-run `dcat preprocess` on all recordings with the same options)")
+        self.stream_info[s].setdefault("kind", kind)
+
+    def __len__(self) -> int:
+        return len(self.rec)
+
+    def kind(self, stream: str) -> str:
+        return self.stream_info[stream]["kind"]
+
+    def shape(self, stream: str) -> list[int]:
+        return list(self.stream_info[stream]["shape"])
+
+    def subject_of(self, g) -> np.ndarray:
+        subj = np.array([r.subject for r in self.recordings], dtype=object)
+        return subj[self.rec[np.asarray(g)]]
+
+    def recording_ids(self) -> list[str]:
+        return [r.recording_id for r in self.recordings]
+
+    def ids_of_recording(self, i: int) -> np.ndarray:
+        return np.arange(self.offsets[i], self.offsets[i + 1])
+
+
+def manifest_of_shard(path: Path) -> dict:
+    """A manifest-like dict for a single shard file (settings from its attributes)."""
+    import json
+
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ShardError(f"{path}: not an HDF5 shard ({e})") from e
+    with f:
+        check_encoding(f, SHARD_TYPE, str(path))
+        settings = {}
+        try:
+            settings.update(json.loads(_s(f.attrs.get("args_json", "{}"))))
+        except json.JSONDecodeError:
+            pass
+        settings.update({"window_s": float(f.attrs["window_s"]), "stride_s": float(f.attrs["stride_s"])})
+        streams = {}
+        for name, g in f.get("streams", {}).items():
+            kind = _s(g.attrs.get("kind", ""))
+            arr = ARRAY_OF_KIND.get(kind)
+            if arr is None or arr not in g:
+                continue
+            info = {"kind": kind, "rate_hz": float(g.attrs.get("rate_hz", float("nan"))),
+                    "shape": list(g[arr].shape[1:]), "dtype": str(g[arr].dtype)}
+            if kind == "imu" and "channels" in g.attrs:
+                info["channels"] = [_s(c) for c in g.attrs["channels"]]
+            streams[name] = info
+        labels = sorted({_s(x) for x in f["windows"]["label"][:]}) if "windows" in f else []
+        return {"encoding-type": "dcat-manifest", "encoding-version": "1", "classes": labels, "settings": settings,
+                "streams": streams, "shards": [{"file": path.name, "recording_id": _s(f.attrs.get("recording_id", path.stem)),
+                                                "subject": _s(f.attrs.get("subject", ""))}]}
+
+
+def stream_reads(shards: ShardSet, streams: list[str], frames: dict | None = None) -> dict:
+    """Per stream: (dataset name, frame indices or None) for :class:`BlockDataset`."""
+    out = {}
+    for s in streams:
+        kind = shards.kind(s)
+        idx = None
+        if kind == "video" and frames and frames.get(s):
+            idx = frame_indices(shards.shape(s)[0], frames[s])
+        out[s] = (ARRAY_OF_KIND[kind], idx)
+    return out
+
+
+def make_blocks(shards: ShardSet, ids: np.ndarray, block_windows: int) -> list[tuple[int, int, int, np.ndarray]]:
+    """Split sorted global window ids into blocks ``(rec, i, j, positions)`` of consecutive windows of
+    one recording, at most ``block_windows`` long; ``positions`` index into ``ids``."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) == 0:
+        return []
+    order = np.argsort(ids, kind="stable")
+    s = ids[order]
+    rec, win = shards.rec[s], shards.win[s]
+    brk = np.flatnonzero((np.diff(rec) != 0) | (np.diff(win) != 1)) + 1
+    blocks = []
+    for a, b in zip(np.concatenate([[0], brk]), np.concatenate([brk, [len(s)]])):
+        for c in range(a, b, block_windows):
+            d = min(b, c + block_windows)
+            blocks.append((int(rec[c]), int(win[c]), int(win[d - 1]) + 1, order[c:d]))
+    return blocks
+
+
+class BlockDataset(torch.utils.data.IterableDataset):
+    """Batches of windows read in contiguous blocks.
+
+    ids: global window ids of a :class:`ShardSet` (e.g. one split part). Each batch is a dict:
+    one tensor per stream (as stored: video uint8, others float32), ``y`` (int64 class index),
+    ``idx`` (int64 position in ``ids``: lets a cache indexed like ``ids`` be looked up).
+
+    shuffle: visit blocks in a random order and shuffle windows inside a buffer of at least
+    ``buffer_windows`` windows (several blocks); the order depends only on ``seed`` and the epoch
+    (:meth:`set_epoch`) and the number of workers, so a resumed run sees the same batches.
+    block_windows: most windows per read (default: as many as fit in ``block_mb`` MiB, 8..256).
+    """
+
+    def __init__(self, shards: ShardSet, ids, streams: list[str], batch_size: int, *, shuffle: bool = False,
+                 seed: int = 0, frames: dict | None = None, block_windows: int | None = None,
+                 block_mb: float = 32.0, buffer_windows: int | None = None, num_workers: int = 0,
+                 drop_last: bool = False):
+        super().__init__()
+        self.shards = shards
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.streams = list(streams)
+        self.batch_size = int(batch_size)
+        self.shuffle, self.seed, self.epoch = shuffle, int(seed), 0
+        self.reads = stream_reads(shards, self.streams, frames)
+        if block_windows is None:
+            per = sum(math.prod(shards.shape(s)) * (1 if shards.kind(s) == "video" else 4) for s in self.reads)
+            block_windows = int(min(256, max(8, block_mb * 2 ** 20 // max(per, 1))))
+        self.block_windows = int(block_windows)
+        self.buffer_windows = int(buffer_windows or max(4 * self.batch_size, 2 * self.block_windows))
+        self.num_workers = int(num_workers)
+        self.drop_last = drop_last
+        self.blocks = make_blocks(shards, self.ids, self.block_windows)
+        self._files: dict = {}
+
+    def __getstate__(self):
+        st = self.__dict__.copy()
+        st["_files"] = {}
+        return st
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _rng(self, worker: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, worker, 0x5EED])
+
+    def _plan(self, worker: int, n_workers: int) -> list:
+        order = np.arange(len(self.blocks))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch, 0x0B10C]).permutation(len(self.blocks))
+        return [self.blocks[k] for k in order[worker::n_workers]]
+
+    def __len__(self) -> int:
+        n = 0
+        for w in range(max(1, self.num_workers)):
+            m = sum(len(b[3]) for b in self._plan(w, max(1, self.num_workers)))
+            n += m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+        return n
+
+    def _dataset(self, rec: int, stream: str):
+        key = (rec, stream)
+        if key not in self._files:
+            path = self.shards.recordings[rec].path
+            f = self._files.get(("file", rec))
+            if f is None:
+                f = h5py.File(path, "r")
+                self._files[("file", rec)] = f
+            self._files[key] = f["streams"][stream][self.reads[stream][0]]
+        return self._files[key]
+
+    def read_block(self, rec: int, i: int, j: int) -> dict:
+        """Windows ``i:j`` of recording ``rec``: one contiguous read per stream."""
+        out = {}
+        for s, (_, fidx) in self.reads.items():
+            a = self._dataset(rec, s)[i:j]
+            if fidx is not None:
+                a = a[:, fidx]
+            out[s] = a
+        return out
+
+    def close(self) -> None:
+        for k, f in list(self._files.items()):
+            if k[0] == "file":
+                f.close()
+        self._files = {}
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        plan = self._plan(worker, n_workers)
+        rng = self._rng(worker)
+        buf: list[dict] = []
+        n_buf = 0
+        for bi, (rec, i, j, pos) in enumerate(plan):
+            arrays = self.read_block(rec, i, j)
+            part = dict(arrays)  # a block holds windows i..j-1, in the order of ids[pos]
+            part["y"] = self.shards.y[self.ids[pos]]
+            part["idx"] = pos
+            buf.append(part)
+            n_buf += len(pos)
+            last = bi == len(plan) - 1
+            if n_buf >= self.buffer_windows or last:
+                merged = {k: np.concatenate([p[k] for p in buf]) for k in buf[0]}
+                perm = rng.permutation(n_buf) if self.shuffle else np.arange(n_buf)
+                n_full = n_buf // self.batch_size
+                for b in range(n_full):
+                    yield self._batch(merged, perm[b * self.batch_size:(b + 1) * self.batch_size])
+                rest = perm[n_full * self.batch_size:]
+                if last:
+                    if len(rest) and not self.drop_last:
+                        yield self._batch(merged, rest)
+                    buf, n_buf = [], 0
+                else:
+                    buf = [{k: v[rest] for k, v in merged.items()}] if len(rest) else []
+                    n_buf = len(rest)
+
+    def _batch(self, merged: dict, sel: np.ndarray) -> dict:
+        if not self.shuffle:
+            sel = np.sort(sel)
+        return {k: torch.from_numpy(np.ascontiguousarray(v[sel])) for k, v in merged.items()}
+
+
+def make_loader(ds: BlockDataset, workers: int = 0, pin_memory: bool = False, seed: int = 0):
+    """A DataLoader over a :class:`BlockDataset` (which already batches): ``batch_size=None``."""
+    ds.num_workers = int(workers)
+    kw = {}
+    if workers > 0:
+        kw = {"prefetch_factor": 2, "persistent_workers": False}
+    return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+                                       generator=torch.Generator().manual_seed(int(seed)), **kw)
+
+
+def estimate_stats(shards: ShardSet, ids, stream: str, max_windows: int = 512, seed: int = 0):
+    """Per-channel (imu) / per-mel (audio) mean and std over up to ``max_windows`` of ``ids``
+    (a random subset of whole blocks, read block-wise); float64 numpy arrays."""
+    ds = BlockDataset(shards, ids, [stream], batch_size=max(1, max_windows), block_windows=64)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(ds.blocks))
+    s = ss = None
+    n = 0
+    for k in order:
+        rec, i, j, pos = ds.blocks[k]
+        a = ds.read_block(rec, i, j)[stream].astype(np.float64)
+        a = a.reshape(-1, a.shape[-1])
+        s = a.sum(0) if s is None else s + a.sum(0)
+        ss = (a ** 2).sum(0) if ss is None else ss + (a ** 2).sum(0)
+        n += a.shape[0]
+        if n >= max_windows * shards.shape(stream)[0]:
+            break
+    ds.close()
+    if n == 0:
+        raise ShardError(f"{shards.data_dir}: no windows to compute '{stream}' statistics from")
+    mean = s / n
+    std = np.sqrt(np.maximum(ss / n - mean ** 2, 0.0))
+    return mean, std
