@@ -109,8 +109,10 @@ def _render_preprocess(s: dict, results: list[dict], out: Path) -> None:
         lags = ", ".join(f"{k} {v['lag_s']:+.3f}" + ("" if v.get("lag_reliable") else "?")
                          for k, v in info.get("streams", {}).items() if k != info.get("reference_stream"))
         flags = []
-        if info and not info.get("sync_ok", True):
+        if info and info.get("sync_ok") is False:
             flags.append("[yellow]out of sync[/yellow]")
+        elif info and info.get("sync_ok") is None:
+            flags.append("[yellow]sync uncertain[/yellow]")
         if info and not info.get("rate_ok", True):
             flags.append("[yellow]rate[/yellow]")
         status = {"ok": "[green]ok[/green]", "failed": "[red]failed[/red]"}.get(r["status"], r["status"])
@@ -124,7 +126,8 @@ def _render_preprocess(s: dict, results: list[dict], out: Path) -> None:
                       + f" | windows kept {s['windows_kept']}, dropped: {d}")
     if w:
         out_console.print(f"worst lag: {w['recording']} {w['stream']} {w['lag_s']:+.3f} s (corr {w['corr']:.2f})"
-                          + (f" | out of sync: {', '.join(s['out_of_sync'])}" if s["out_of_sync"] else ""))
+                          + (f" | out of sync: {', '.join(s['out_of_sync'])}" if s["out_of_sync"] else "")
+                          + (f" | sync uncertain: {', '.join(s['sync_uncertain'])}" if s["sync_uncertain"] else ""))
     for msg in s["warnings"]:
         err_console.print(f"[yellow]warning[/yellow] {msg}", highlight=False)
 
@@ -176,7 +179,7 @@ def inspect_cmd(
             rt.add_row(x["recording"], x["subject"], str(x["windows"]),
                        ", ".join(f"{k} {v}" for k, v in x["rejected"].items() if v) or "0",
                        ", ".join(f"{k} {v:+.3f}" for k, v in x["lags_s"].items() if v is not None),
-                       "ok" if x["sync_ok"] else "[yellow]out of sync[/yellow]",
+                       {True: "ok", False: "[yellow]out of sync[/yellow]", None: "[yellow]uncertain[/yellow]"}[x["sync_ok"]],
                        "ok" if x["rate_ok"] else "[yellow]check[/yellow]")
         out_console.print(rt)
 

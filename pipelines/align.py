@@ -15,6 +15,7 @@ import numpy as np
 
 ENV_RATE_HZ = 100.0
 MIN_RELIABLE_CORR = 0.25  # below this peak correlation the estimate is reported as unreliable
+AMBIGUITY = 0.85  # a second peak (> 0.25 s away) this close to the best makes the estimate unreliable
 
 
 @dataclass
@@ -67,7 +68,10 @@ def estimate_lag(ref: Envelope, ref_offset_s: float, other: Envelope, other_offs
     """Lag of ``other`` behind ``ref`` on the recording clock (positive: other's events come later).
 
     Offsets are the clock offsets already applied (recording time = stream time + offset).
-    Returns ``{"lag_s", "corr", "reliable"}``; ``corr`` is the normalised cross-correlation at the peak.
+    Returns ``{"lag_s", "corr", "second_corr", "reliable"}``: ``corr`` is the cross-correlation of the
+    z-scored envelopes at the peak, normalised by the largest overlap (so lags that leave less overlap
+    count less); ``second_corr`` the best peak more than 0.25 s away. The estimate is reliable when
+    ``corr >= 0.25`` and ``second_corr < 0.85 * corr`` (periodic motion makes several peaks).
     """
     from scipy.signal import correlate, correlation_lags
 
@@ -90,12 +94,18 @@ def estimate_lag(ref: Envelope, ref_offset_s: float, other: Envelope, other_offs
     sel = (np.abs(lags) <= max_lag_s) & (n_ov > 2 * rate)
     if not sel.any():
         return {"lag_s": float("nan"), "corr": float("nan"), "reliable": False}
-    cn = np.where(sel, c / np.maximum(n_ov, 1), -np.inf)
+    # normalise by the largest overlap, not each lag's own: a lag that leaves less overlap must
+    # explain more with less data (the biased estimator; it prefers small lags when motion repeats)
+    cn = np.where(sel, c / n_ov[sel].max(), -np.inf)
     i = int(np.argmax(cn))
     lag = float(lags[i])
     if 0 < i < len(cn) - 1 and np.isfinite(cn[i - 1]) and np.isfinite(cn[i + 1]):
         den = cn[i - 1] - 2 * cn[i] + cn[i + 1]
         if den < 0:
             lag += float(0.5 * (cn[i - 1] - cn[i + 1]) / den) / rate
-    corr = float(min(cn[i], 1.0))  # overlap normalisation can nudge a perfect match past 1
-    return {"lag_s": lag, "corr": corr, "reliable": bool(corr >= MIN_RELIABLE_CORR)}
+    corr = float(min(cn[i], 1.0))
+    # ambiguity: the best peak more than 0.25 s away from this one (periodic motion gives several)
+    far = sel & (np.abs(lags - lags[i]) > 0.25)
+    second = float(cn[far].max()) if far.any() else -1.0
+    reliable = corr >= MIN_RELIABLE_CORR and second < AMBIGUITY * corr
+    return {"lag_s": lag, "corr": corr, "second_corr": second, "reliable": bool(reliable)}

@@ -355,12 +355,18 @@ def _estimate_lags(series: list[Series], ref: Series, cfg: PreprocessConfig, app
             else:
                 warnings.append(f"{s.file}: lag estimate unreliable (peak correlation {est['corr']:.2f}); "
                                 "not applied, meta.json offset kept")
-        in_sync = (not est["reliable"]) or abs(est["lag_s"] + applied) <= cfg.lag_tol_s
-        s.info.update(lag_s=est["lag_s"], lag_corr=est["corr"], lag_reliable=est["reliable"],
-                      lag_applied_s=applied, in_sync_ok=bool(in_sync))
-        if est["reliable"] and abs(est["lag_s"]) > cfg.lag_tol_s:
+        residual = abs(est["lag_s"] + applied)
+        # in_sync_ok: True / False when the estimate is reliable, None when it cannot tell
+        in_sync = (residual <= cfg.lag_tol_s) if est["reliable"] else (True if residual <= cfg.lag_tol_s else None)
+        s.info.update(lag_s=est["lag_s"], lag_corr=est["corr"], lag_second_corr=est.get("second_corr"),
+                      lag_reliable=est["reliable"], lag_applied_s=applied, in_sync_ok=in_sync)
+        if abs(est["lag_s"]) > cfg.lag_tol_s and math.isfinite(est["lag_s"]):
             msg = (f"{s.file}: events lag {ref.file} ({ref.name}) by {est['lag_s']:+.3f} s "
-                   f"(correlation {est['corr']:.2f})")
+                   f"(correlation {est['corr']:.2f}")
+            if not est["reliable"]:
+                msg += f", uncertain: another peak reaches {est.get('second_corr', float('nan')):.2f})"
+            else:
+                msg += ")"
             msg += "; applied (--align estimate)" if applied else "; check clock_offset_s or use --align estimate"
             warnings.append(msg)
 
@@ -534,7 +540,8 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
                 "streams": {s.name: s.info for s in series},
                 "span_s": [a, b], "windows_total": int(len(cand) + rejected["coverage"]), "windows_kept": n_win,
                 "rejected": rejected, "max_abs_lag_ms": 1000 * max(lag_vals) if lag_vals else 0.0,
-                "sync_ok": all(s.info.get("in_sync_ok", True) for s in series),
+                "sync_ok": (False if any(s.info.get("in_sync_ok") is False for s in series) else
+                            None if any(s.info.get("in_sync_ok") is None for s in series) else True),
                 "rate_ok": all(s.info["rate_ok"] for s in series), "warnings": warnings,
             }
             h.attrs["sources_json"] = json.dumps(sources)
@@ -661,7 +668,8 @@ def summarize(results: list[dict]) -> dict:
     count = lambda st: sum(1 for r in results if r["status"] == st)  # noqa: E731
     return {"recordings": len(results), "ok": count("ok"), "skipped": count("skipped"), "failed": count("failed"),
             "windows_kept": kept, "windows_dropped": rej, "worst_lag": worst,
-            "out_of_sync": sorted(r["recording"] for r in results if r.get("info") and not r["info"].get("sync_ok", True)),
+            "out_of_sync": sorted(r["recording"] for r in results if r.get("info") and r["info"].get("sync_ok") is False),
+            "sync_uncertain": sorted(r["recording"] for r in results if r.get("info") and r["info"].get("sync_ok") is None),
             "warnings": [f"{r['recording']}: {w}" for r in results if r.get("info") for w in r["info"].get("warnings", [])],
             "errors": [r["message"] for r in results if r["status"] == "failed"]}
 

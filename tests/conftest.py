@@ -1,0 +1,43 @@
+"""Shared fixtures: a tiny synthetic raw dataset and its shards, made once per test session."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(tmp_path_factory) -> Path:
+    """2 subjects x 1 recording x 12 s, AAC audio in the mp4, seed 7 (ground_truth.json beside)."""
+    from pipelines.synth import SynthConfig, synthesize
+
+    out = tmp_path_factory.mktemp("raw") / "raw"
+    synthesize(out, SynthConfig(subjects=2, recordings=1, seconds=12.0, seed=7, whole_label_every=0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tiny_raw, tmp_path_factory) -> tuple[Path, dict]:
+    """``tiny_raw`` preprocessed with the defaults; returns (shards dir, preprocess result)."""
+    from pipelines.preprocess import PreprocessConfig, preprocess
+    from pipelines.raw import discover
+
+    out = tmp_path_factory.mktemp("shards") / "shards"
+    res = preprocess(discover([tiny_raw]), out, PreprocessConfig())
+    assert res["summary"]["failed"] == 0, res["summary"]["errors"]
+    return out, res
+
+
+@pytest.fixture()
+def raw_copy(tiny_raw, tmp_path) -> Path:
+    """A private copy of ``tiny_raw`` that a test may damage."""
+    dst = tmp_path / "raw"
+    shutil.copytree(tiny_raw, dst)
+    return dst
+
+
+def ground_truth(raw: Path) -> dict:
+    return json.loads((raw / "ground_truth.json").read_text())
