@@ -47,13 +47,14 @@ def read_shard_summary(path: Path) -> dict:
             check_encoding(g, STREAM_TYPE, f"{path}:/streams/{name}")
             kind = str(g.attrs["kind"])
             main = FEATURE_DATASETS[kind][0]
-            s = {"kind": kind, "rate_hz": float(g.attrs["rate_hz"]), "shape": list(g[main].shape[1:]),
+            shape = [int(g.attrs["samples_per_window"])] + list(g[main].shape[1:])  # per window
+            s = {"kind": kind, "rate_hz": float(g.attrs["rate_hz"]), "shape": shape,
                  "dtype": str(g[main].dtype), "dataset": main}
             if kind == "imu":
                 s["channels"] = [str(c) for c in g.attrs["channels"]]
                 s["_sum"], s["_sumsq"], s["_count"] = g["sum"][()], g["sumsq"][()], int(g["count"][()])
             if kind == "audio" and "waveform" in g:
-                s["waveform_shape"] = list(g["waveform"].shape[1:])
+                s["waveform_shape"] = [int(g.attrs["waveform_samples_per_window"])]
             streams[name] = s
         return {"file": path.name, "recording_id": str(h.attrs["recording_id"]), "subject": str(h.attrs["subject"]),
                 "session": str(h.attrs["session"]), "n_windows": int(h.attrs["n_windows"]),
@@ -174,31 +175,33 @@ def validate_shards(shards_dir: Path) -> list[str]:
                         if a not in gs.attrs:
                             problems.append(f"{where}: missing attribute '{a}'")
                     main = FEATURE_DATASETS[kind][0]
-                    if main not in gs:
-                        problems.append(f"{where}: dataset '{main}' missing")
+                    if main not in gs or "window_start" not in gs:
+                        problems.append(f"{where}: dataset '{main}' or 'window_start' missing")
                         continue
-                    ds = gs[main]
-                    if ds.shape[0] != n:
-                        problems.append(f"{where}/{main}: {ds.shape[0]} windows, n_windows is {n}")
-                    if ds.shape[1] != int(gs.attrs.get("samples_per_window", -1)):
-                        problems.append(f"{where}/{main}: time axis {ds.shape[1]} != samples_per_window")
+                    ds, ws = gs[main], gs["window_start"][()]
+                    t_win = int(gs.attrs.get("samples_per_window", -1))
+                    if ws.shape != (n,):
+                        problems.append(f"{where}/window_start: shape {ws.shape}, expected ({n},)")
+                    elif n and (np.any(np.diff(ws) <= 0) or ws[0] < 0 or ws[-1] + t_win > ds.shape[0]):
+                        problems.append(f"{where}/window_start: not increasing, or windows run past "
+                                        f"{main} ({ds.shape[0]} samples, {t_win} per window)")
                     want = {"video": np.uint8, "imu": np.float32, "audio": np.float32}[kind]
                     if ds.dtype != want:
                         problems.append(f"{where}/{main}: dtype {ds.dtype}, expected {np.dtype(want)}")
                     if ds.chunks is not None or ds.compression is not None:
                         problems.append(f"{where}/{main}: must be contiguous and uncompressed")
                     if kind == "imu":
-                        if ds.ndim != 3 or ds.shape[2] != len(gs.attrs.get("channels", [])):
+                        if ds.ndim != 2 or ds.shape[1] != len(gs.attrs.get("channels", [])):
                             problems.append(f"{where}/data: channel axis does not match attribute 'channels'")
                         for d in ("sum", "sumsq", "count", "mean", "std"):
                             if d not in gs:
                                 problems.append(f"{where}: dataset '{d}' missing")
-                        if n and "data" in gs:
-                            x = ds[: min(n, 64)]
-                            if not np.isfinite(x).all():
-                                problems.append(f"{where}/data: non-finite values (the quality gate should drop them)")
-                    if kind == "video" and ds.ndim != 5:
-                        problems.append(f"{where}/frames: expected [N, T, H, W, 3], got shape {ds.shape}")
+                        if not np.isfinite(ds[: min(len(ds), 100_000)]).all():
+                            problems.append(f"{where}/data: non-finite values (the quality gate should drop them)")
+                    if kind == "video" and ds.ndim != 4:
+                        problems.append(f"{where}/frames: expected [L, H, W, 3], got shape {ds.shape}")
+                    if kind == "audio" and ds.ndim != 2:
+                        problems.append(f"{where}/logmel: expected [L, n_mels], got shape {ds.shape}")
         except ShardError as e:
             problems.append(str(e))
         except OSError as e:

@@ -40,7 +40,7 @@ from .resample import GAP_FACTOR, measured_rate, resample_irregular, select_fram
 from .timeutil import EPS_S, num_samples, sample_index
 
 BLOCK_BYTES = 32 << 20  # windows are written in blocks of about this many bytes per stream
-VIDEO_CHUNK = 64  # frames decoded per call
+VIDEO_CHUNK = 256  # frames decoded per decoder call (about 10 MB at 112x112)
 REJECT_REASONS = ("coverage", "length", "gap", "nan", "label_purity")
 
 
@@ -157,57 +157,35 @@ class VideoFrames:
     """A video on the ``--fps`` grid, decoded forward on demand; the activity envelope is collected
     on the way (frame-difference energy between consecutive grid frames; NaN where not decoded).
 
-    ``span(a, b)`` returns grid frames ``[a, b)``; calls must not go backwards (``a`` never below the
-    previous call's ``a``). Only the frames of the current span are held in memory.
+    ``span(a, b)`` decodes grid frames ``[a, b)`` with one decoder call and returns them; spans
+    must move forward (the shard stores every grid frame at most once, so nothing is decoded twice).
     """
 
     def __init__(self, src, idx: np.ndarray, shape: tuple[int, int, int], rec: str, file: str):
         self.src, self.idx, self.shape, self.rec, self.file = src, idx, shape, rec, file
         self.env = np.full(len(idx), np.nan)
-        self._store = np.empty((0,) + shape, np.uint8)  # reused between calls (no fresh pages per block)
-        self.b0, self.b1 = 0, 0  # grid frames [b0, b1) are in _store[: b1 - b0]
+        self.done = 0  # grid frames below this were returned already
         self._prev: tuple[int, np.ndarray] | None = None  # (grid index, small gray frame)
 
-    def _decode_into(self, out: np.ndarray, k0: int, k1: int) -> None:
-        for c0 in range(k0, k1, VIDEO_CHUNK):
-            c1 = min(k1, c0 + VIDEO_CHUNK)
-            need = self.idx[c0:c1]
-            uniq = np.unique(need)
-            frames = self.src.get(uniq)
-            if frames.shape[1:] != self.shape:
-                raise RecordingError(self.rec, self.file, f"decoder returned frames of shape {frames.shape[1:]}")
-            dst = out[c0 - k0:c1 - k0]
-            if len(uniq) == len(need):
-                dst[...] = frames
-            else:
-                dst[...] = frames[np.searchsorted(uniq, need)]
-            small = dst[:, ::4, ::4, 1].astype(np.int16)  # green channel, 1/16 of the pixels
-            d = np.full(len(dst), np.nan)
-            d[1:] = np.abs(np.diff(small, axis=0)).mean(axis=(1, 2))
-            if self._prev is not None and self._prev[0] == c0 - 1:
-                d[0] = np.abs(small[0] - self._prev[1]).mean()
-            self.env[c0:c1] = d
-            self._prev = (c1 - 1, small[-1])
-
     def span(self, a: int, b: int) -> np.ndarray:
-        if a < self.b0:
-            raise RuntimeError(f"VideoFrames.span went backwards ({a} < {self.b0})")
-        if len(self._store) < b - a:
-            grown = np.empty((b - a,) + self.shape, np.uint8)
-            grown[: max(0, self.b1 - self.b0)] = self._store[: max(0, self.b1 - self.b0)]
-            self._store = grown
-        keep = max(0, self.b1 - a)
-        if keep:  # move the overlap with the previous span to the front
-            self._store[:keep] = self._store[a - self.b0: a - self.b0 + keep].copy()
-        start = a + keep
-        if start < b:
-            self._decode_into(self._store[keep: b - a], start, b)
-        self.b0, self.b1 = a, max(b, self.b1 if keep else b)
-        return self._store[: b - a]
-
-    def release(self) -> None:
-        self._store = np.empty((0,) + self.shape, np.uint8)
-        self.b0 = self.b1 = 0
+        if a < self.done:
+            raise RuntimeError(f"VideoFrames.span went backwards ({a} < {self.done})")
+        need = self.idx[a:b]
+        uniq = np.unique(need)
+        frames = self.src.get(uniq)
+        if frames.shape[1:] != self.shape:
+            raise RecordingError(self.rec, self.file, f"decoder returned frames of shape {frames.shape[1:]}")
+        if len(uniq) != len(need):  # the grid is faster than the video: a frame is held
+            frames = frames[np.searchsorted(uniq, need)]
+        small = frames[:, ::8, ::8, 1].astype(np.int16)  # green channel, 1/64 of the pixels: enough for motion energy
+        d = np.full(len(frames), np.nan)
+        d[1:] = np.abs(np.diff(small, axis=0)).mean(axis=(1, 2))
+        if self._prev is not None and self._prev[0] == a - 1:
+            d[0] = np.abs(small[0] - self._prev[1]).mean()
+        self.env[a:b] = d
+        self._prev = (b - 1, small[-1])
+        self.done = b
+        return frames
 
 
 def _read_video(spec, rec: Recording, cfg: PreprocessConfig) -> Series:
@@ -242,9 +220,8 @@ def _video_to_scratch(s: Series, scratch_dir: Path) -> None:
     """Decode the whole video once into a scratch file (needed when the lag must be known before windowing)."""
     s.scratch = scratch_dir / f"{s.name}.u8"
     with open(s.scratch, "wb") as f:
-        for a in range(0, s.n, VIDEO_CHUNK * 4):
-            s.frames.span(a, min(s.n, a + VIDEO_CHUNK * 4)).tofile(f)
-    s.frames.release()
+        for a in range(0, s.n, VIDEO_CHUNK):
+            s.frames.span(a, min(s.n, a + VIDEO_CHUNK)).tofile(f)
 
 
 def _read_audio(spec, rec: Recording, cfg: PreprocessConfig, scratch_dir: Path) -> Series:
@@ -422,6 +399,15 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
     tmp = _tmp_path(out_dir, rec.id)
     scratch_dir.mkdir(parents=True, exist_ok=True)
     try:
+        timing: dict[str, float] = {}
+        tick = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal tick
+            now = time.perf_counter()
+            timing[name] = timing.get(name, 0.0) + now - tick
+            tick = now
+
         # ---- A: read every stream once (video: opened, timestamps read; decoded later, on demand)
         series: list[Series] = []
         for spec in specs:
@@ -437,6 +423,7 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
             if not s.info["rate_ok"]:
                 warnings.append(f"{s.file}: declared {s.info['declared_rate_hz']:g} Hz but timestamps give "
                                 f"{s.info['measured_rate_hz']:.4g} Hz (resampled by timestamps)")
+        lap("read_s")
         # ---- B: align. The lag is always estimated and reported; with --align estimate it is applied,
         # which needs the video's envelope before windowing: decode it once into a scratch file.
         order = {"video": 0, "audio": 1, "imu": 2}
@@ -500,6 +487,7 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
             raise RecordingError(rec.id, None, "no window passed the quality gate (rejected: "
                                  + ", ".join(f"{k}={v}" for k, v in rejected.items() if v) + ")",
                                  "check labels.csv, --min-purity and the stream spans")
+        lap("align_gate_s")
         # ---- write the shard under a temporary name
         mel = cfg.mel()
         if tmp.exists():
@@ -523,9 +511,11 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
                 gs = sg.create_group(s.name)
                 set_encoding(gs, STREAM_TYPE)
                 _write_stream(gs, s, rec, cfg, mel, first_idx[s.name][keep], per_win[s.name], imu_res.get(s.name))
+                lap(f"write_{s.name}_s")
             # the lag is reported for every recording; in meta mode the video envelope is complete only now
             if cfg.align != "estimate":
                 _estimate_lags(series, ref, cfg, False, warnings)
+                lap("lag_s")
             for s in series:
                 sg[s.name].attrs["lag_applied_s"] = s.info["lag_applied_s"]
             sources = []
@@ -544,6 +534,8 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
                             None if any(s.info.get("in_sync_ok") is None for s in series) else True),
                 "rate_ok": all(s.info["rate_ok"] for s in series), "warnings": warnings,
             }
+            lap("hash_s")
+            info["timing_s"] = {k: round(v, 4) for k, v in timing.items()}
             h.attrs["sources_json"] = json.dumps(sources)
             h.attrs["checks_json"] = json.dumps(info, default=float)
         os.replace(tmp, shard_path(out_dir, rec.id))
@@ -557,61 +549,78 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
 
 def _write_stream(gs, s: Series, rec: Recording, cfg: PreprocessConfig, mel: MelSettings, i0: np.ndarray,
                   t_win: int, imu_r) -> None:
-    """Write one stream's per-window array (blocks of windows; each block is one contiguous read)."""
-    n_win = len(i0)
+    """Write one stream: the samples its kept windows cover, each once, plus ``window_start``.
+
+    Overlapping windows share samples (stride < window), so nothing is stored twice; a block of
+    consecutive windows is one contiguous slice (schemas/shard.md). Written in blocks of about
+    BLOCK_BYTES, so memory does not grow with the recording.
+    """
+    from .shards import pack_windows
+
     gs.attrs.update({"kind": s.kind, "declared_rate_hz": float(s.info["declared_rate_hz"] or np.nan),
                      "measured_rate_hz": float(s.info["measured_rate_hz"]), "clock_offset_s": s.info["clock_offset_s"],
                      "resample_method": s.info["resample_method"]})
+    runs, ws = pack_windows(i0, t_win)
+    total = int(sum(r1 - r0 for r0, r1 in runs))
     if s.kind == "imu":
-        data = imu_r.y[i0[:, None] + np.arange(t_win)[None, :]]
+        data = np.concatenate([imu_r.y[r0:r1] for r0, r1 in runs]).astype(np.float32)
         gs.create_dataset("data", data=data)
-        flat = data.reshape(-1, data.shape[-1]).astype(np.float64)
+        gs.create_dataset("window_start", data=ws)
+        flat = data.astype(np.float64)  # every stored sample once
         ssum, ssq, cnt = flat.sum(0), (flat ** 2).sum(0), len(flat)
         mean = ssum / cnt
         std = np.sqrt(np.maximum(ssq / cnt - mean ** 2, 0))
-        gs.create_dataset("sum", data=ssum)
-        gs.create_dataset("sumsq", data=ssq)
-        gs.create_dataset("count", data=np.int64(cnt))
-        gs.create_dataset("mean", data=mean.astype(np.float32))
-        gs.create_dataset("std", data=std.astype(np.float32))
+        for name, val in (("sum", ssum), ("sumsq", ssq), ("count", np.int64(cnt)),
+                          ("mean", mean.astype(np.float32)), ("std", std.astype(np.float32))):
+            gs.create_dataset(name, data=val)
         units = {c: rec.streams[s.name].units.get(c, "") for c in s.imu.channels}
         gs.attrs.update(rate_hz=cfg.imu_hz, samples_per_window=t_win, channels=s.imu.channels,
                         units=json.dumps(units), unit="per channel: see units")
         return
-    wav = None
     if s.kind == "video":
         h_, w_ = cfg.video_size
-        ds = gs.create_dataset("frames", shape=(n_win, t_win, h_, w_, 3), dtype=np.uint8)
+        ds = gs.create_dataset("frames", shape=(total,) + (h_, w_, 3), dtype=np.uint8)
+        gs.create_dataset("window_start", data=ws)
         gs.attrs.update(rate_hz=cfg.fps, samples_per_window=t_win, unit="uint8 RGB", height=h_, width=w_)
-        per = t_win * h_ * w_ * 3
-    else:
-        n_frames = mel.n_frames(t_win)
-        ds = gs.create_dataset("logmel", shape=(n_win, n_frames, mel.n_mels), dtype=np.float32)
-        if cfg.audio_waveform:
-            wav = gs.create_dataset("waveform", shape=(n_win, t_win), dtype=np.float32)
-        gs.attrs.update(rate_hz=cfg.audio_sr / mel.hop_length, samples_per_window=n_frames,
-                        unit="log(mel power + 1e-6)", sample_rate_hz=cfg.audio_sr, n_fft=mel.n_fft,
-                        hop_length=mel.hop_length, n_mels=mel.n_mels, fmin_hz=mel.fmin_hz,
-                        fmax_hz=cfg.audio_sr / 2, waveform_samples=t_win)
-        per = t_win * 4 * 3
-    blk = max(1, BLOCK_BYTES // per)
-    hop = mel.hop_length
-    for q in range(0, n_win, blk):
-        ii = i0[q:q + blk]
-        span = s.read(int(ii[0]), int(ii[-1]) + t_win)
-        rel = ii - ii[0]
-        if s.kind == "video":
-            for j, r0 in enumerate(rel):  # each window is a contiguous slice of the span: no gather copy
-                ds[q + j] = span[r0:r0 + t_win]
-            continue
-        if np.all(rel % hop == 0):  # log-mel once over the span, windows are frame slices (no recompute)
-            lm = logmel(span[None, :], mel)[0]
-            fr = rel // hop
-            ds[q:q + len(ii)] = lm[fr[:, None] + np.arange(ds.shape[1])[None, :]]
-        else:
-            ds[q:q + len(ii)] = logmel(span[rel[:, None] + np.arange(t_win)[None, :]], mel)
+        step = VIDEO_CHUNK
+        pos = 0
+        for r0, r1 in runs:
+            for c0 in range(r0, r1, step):
+                c1 = min(r1, c0 + step)
+                ds[pos:pos + c1 - c0] = s.read(c0, c1)
+                pos += c1 - c0
+        return
+    # audio: log-mel frames of each run (frame f covers samples [f*hop, f*hop + n_fft) of the run)
+    hop, nfft = mel.hop_length, mel.n_fft
+    t_frames = mel.n_frames(t_win)
+    run_frames = [1 + (r1 - r0 - nfft) // hop for r0, r1 in runs]
+    ds = gs.create_dataset("logmel", shape=(int(sum(run_frames)), mel.n_mels), dtype=np.float32)
+    wav = gs.create_dataset("waveform", shape=(total,), dtype=np.float32) if cfg.audio_waveform else None
+    fstart = np.empty(len(i0), np.int64)
+    fpos, spos = 0, 0
+    chunk = max(1, BLOCK_BYTES // (hop * 4 * 4))  # frames per log-mel call
+    for (r0, r1), nf in zip(runs, run_frames):
+        sel = (i0 >= r0) & (i0 < r1)
+        # windows start on the hop grid of their run when stride * sr is a multiple of hop (10 ms at
+        # the defaults); otherwise the nearest frame (under half a hop away)
+        fstart[sel] = fpos + np.minimum(np.round((i0[sel] - r0) / hop).astype(np.int64), nf - t_frames)
+        for f0 in range(0, nf, chunk):
+            f1 = min(nf, f0 + chunk)
+            x = s.read(r0 + f0 * hop, r0 + (f1 - 1) * hop + nfft)
+            ds[fpos + f0:fpos + f1] = logmel(x[None, :], mel)[0]
         if wav is not None:
-            wav[q:q + len(ii)] = span[rel[:, None] + np.arange(t_win)[None, :]]
+            for c0 in range(r0, r1, chunk * hop):
+                c1 = min(r1, c0 + chunk * hop)
+                wav[spos + c0 - r0:spos + c1 - r0] = s.read(c0, c1)
+        fpos += nf
+        spos += r1 - r0
+    gs.create_dataset("window_start", data=fstart)
+    if wav is not None:
+        gs.create_dataset("waveform_window_start", data=ws)
+    gs.attrs.update(rate_hz=cfg.audio_sr / hop, samples_per_window=t_frames,
+                    unit="log(mel power + 1e-6)", sample_rate_hz=cfg.audio_sr, n_fft=nfft,
+                    hop_length=hop, n_mels=mel.n_mels, fmin_hz=mel.fmin_hz,
+                    fmax_hz=cfg.audio_sr / 2, waveform_samples_per_window=t_win)
 
 
 # ------------------------------------------------------------------------------ the run

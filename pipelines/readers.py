@@ -86,7 +86,7 @@ def read_imu_csv(spec: StreamSpec, rec: str) -> ImuTable:
     if np.any(dt <= 0):
         k = int(np.flatnonzero(dt <= 0)[0])
         raise RecordingError(rec, file, f"timestamps are not strictly increasing at line {k + 3} "
-                             f"(t={t[k + 1]!r} after t={t[k]!r})",
+                             f"(t={float(t[k + 1]):g} after t={float(t[k]):g})",
                              "sort the rows or fix the logger's clock; dcat does not reorder samples")
     if len(t) < 2:
         raise RecordingError(rec, file, "fewer than 2 samples")
@@ -101,6 +101,15 @@ def read_imu_csv(spec: StreamSpec, rec: str) -> ImuTable:
 
 
 # --------------------------------------------------------------------------------------- video
+def _decoder_message(e: Exception) -> str:
+    """decord's error text without its log prefix ('[time] /path/file.cc:123: Error: ...')."""
+    import re
+
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    msg = re.sub(r"^\[[0-9:]+\]\s+\S+:\d+:\s*", "", msg)
+    return msg[:200]
+
+
 class VideoSource:
     """A decord VideoReader at the output size, with per-frame presentation times (stream clock)."""
 
@@ -112,7 +121,7 @@ class VideoSource:
         try:
             self.vr = decord.VideoReader(str(spec.path), ctx=decord.cpu(0), width=w, height=h, num_threads=1)
         except Exception as e:  # decord raises DECORDError / RuntimeError with ffmpeg's words
-            raise RecordingError(rec, spec.file, f"cannot open video: {str(e).splitlines()[0][:200]}",
+            raise RecordingError(rec, spec.file, f"cannot open video: {_decoder_message(e)}",
                                  "the file is corrupt, truncated or not a video") from None
         n = len(self.vr)
         if n < 2:
@@ -134,7 +143,7 @@ class VideoSource:
             return self.vr.get_batch(list(map(int, idx))).asnumpy()
         except Exception as e:
             raise RecordingError(self.rec, self.file,
-                                 f"decoding failed near frame {int(idx[0])} of {self.n}: {str(e).splitlines()[0][:200]}",
+                                 f"decoding failed near frame {int(idx[0])} of {self.n}: {_decoder_message(e)}",
                                  "the file is corrupt or truncated") from None
 
 
@@ -150,7 +159,7 @@ def iter_audio(spec: StreamSpec, rec: str, chunk_s: float = 10.0) -> Iterator[tu
     decoder); wav/flac/ogg with soundfile. Times are on the stream's own clock.
     """
     if audio_reader_name(spec) == "pyav":
-        yield from _iter_audio_pyav(spec, rec)
+        yield from _iter_audio_pyav(spec, rec, chunk_s)
     else:
         yield from _iter_audio_soundfile(spec, rec, chunk_s)
 
@@ -179,7 +188,7 @@ def _iter_audio_soundfile(spec: StreamSpec, rec: str, chunk_s: float):
         raise RecordingError(rec, spec.file, "audio has no samples")
 
 
-def _iter_audio_pyav(spec: StreamSpec, rec: str):
+def _iter_audio_pyav(spec: StreamSpec, rec: str, chunk_s: float = 10.0):
     import av
 
     try:
@@ -192,19 +201,31 @@ def _iter_audio_pyav(spec: StreamSpec, rec: str):
                                  "point the audio stream at a file with audio, or drop it from meta.json")
         st = container.streams.audio[0]
         got = 0
+        parts: list[np.ndarray] = []
+        t_part = math.nan
+        n_part = 0
         try:
             for frame in container.decode(st):
                 x = frame.to_ndarray()
                 if x.dtype.kind == "i":
                     x = x.astype(np.float32) / np.iinfo(x.dtype).max
                 x = x.astype(np.float32, copy=False)
-                if frame.format.is_planar:
-                    x = x.reshape(len(frame.layout.channels), -1).mean(axis=0)
+                nch = len(frame.layout.channels)
+                if nch > 1:
+                    x = x.reshape(nch, -1).mean(axis=0) if frame.format.is_planar else x.reshape(-1, nch).mean(axis=1)
                 else:
-                    x = x.reshape(-1, len(frame.layout.channels)).mean(axis=1)
-                t = float(frame.time) if frame.time is not None else math.nan
+                    x = x.reshape(-1)
+                if not parts:
+                    t_part = float(frame.time) if frame.time is not None else math.nan
+                    sr = int(frame.sample_rate)
+                parts.append(x)
+                n_part += len(x)
                 got += len(x)
-                yield t, x, int(frame.sample_rate)
+                if n_part >= chunk_s * sr:  # hand out ~10 s at a time: per-frame work is slow in Python
+                    yield t_part, np.concatenate(parts), sr
+                    parts, n_part = [], 0
+            if parts:
+                yield t_part, np.concatenate(parts), sr
         except av.error.FFmpegError as e:
             raise RecordingError(rec, spec.file, f"audio decoding failed after {got} samples: {e}",
                                  "the file is corrupt or truncated") from None

@@ -73,3 +73,67 @@ def read_manifest(shards_dir: Path) -> dict:
         raise ShardError(f"{p}: not valid JSON ({e}); rebuild it with `dcat manifest {shards_dir}`") from e
     check_encoding(m, MANIFEST_TYPE, str(p))
     return m
+
+
+# ------------------------------------------------------------------ window packing and reading
+FEATURE_DATASETS = {"video": "frames", "imu": "data", "audio": "logmel"}
+
+
+def pack_windows(first: "np.ndarray", length: int):
+    """Windows ``[first[i], first[i] + length)`` on a sample grid (sorted) -> stored runs + starts.
+
+    Returns ``(runs, window_start)``: ``runs`` is a list of ``(a, b)`` grid intervals, the union of the
+    windows, merged where windows overlap or touch; they are stored one after another, each sample
+    once. ``window_start[i]`` is window i's first sample in that stored array.
+    """
+    import numpy as np
+
+    first = np.asarray(first, dtype=np.int64)
+    runs: list[tuple[int, int]] = []
+    starts = np.empty(len(first), np.int64)
+    pos = 0
+    for i, a in enumerate(first):
+        a = int(a)
+        if runs and a <= runs[-1][1]:
+            r0, r1 = runs[-1]
+            runs[-1] = (r0, max(r1, a + length))
+            starts[i] = pos - (r1 - r0) + (a - r0)
+            pos += runs[-1][1] - r1
+        else:
+            runs.append((a, a + length))
+            starts[i] = pos
+            pos += length
+    return runs, starts
+
+
+class WindowReader:
+    """Reads windows of one stream of one shard: ``read(i, j)`` -> array ``[j - i, T, ...]``.
+
+    One contiguous read covers windows ``i..j-1`` (consecutive windows share samples); ``frames``
+    picks a subset of each window's time steps (e.g. 8 of a video window's 60 frames) before the
+    copy. Keep the reader (and its open file) for the life of a DataLoader worker.
+    """
+
+    def __init__(self, group, dataset: str | None = None):
+        import numpy as np
+
+        kind = _s(group.attrs["kind"])
+        self.dataset = dataset or FEATURE_DATASETS[kind]
+        self.ds = group[self.dataset]
+        wkey = "waveform_window_start" if self.dataset == "waveform" else "window_start"
+        self.starts = np.asarray(group[wkey][()], dtype=np.int64)
+        self.length = int(group.attrs["waveform_samples_per_window" if self.dataset == "waveform"
+                                      else "samples_per_window"])
+        self.window_shape = (self.length,) + tuple(self.ds.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def read(self, i: int, j: int, frames=None):
+        import numpy as np
+
+        st = self.starts[i:j]
+        a, b = int(st.min()), int(st.max()) + self.length
+        span = self.ds[a:b]
+        steps = np.arange(self.length) if frames is None else np.asarray(frames)
+        return span[(st - a)[:, None] + steps[None, :]]

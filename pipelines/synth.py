@@ -914,14 +914,19 @@ def _json_dump(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _recording_rngs(plan: RecordingPlan) -> list[np.random.Generator]:
+    """Independent random streams (motion, imu, audio, video) of one recording."""
+    ss = np.random.SeedSequence([plan.seed, 2, plan.index])
+    return [np.random.default_rng(s) for s in ss.spawn(4)]
+
+
 def write_recording(rec_dir: Path, plan: RecordingPlan, cfg: SynthConfig) -> dict:
     """Write one recording folder (meta.json last) and return its ground-truth entry."""
     rec_dir = Path(rec_dir)
     if rec_dir.exists():
         shutil.rmtree(rec_dir)
     rec_dir.mkdir(parents=True)
-    ss = np.random.SeedSequence([plan.seed, 2, plan.index])
-    rng_motion, rng_imu, rng_audio, rng_video = (np.random.default_rng(s) for s in ss.spawn(4))
+    rng_motion, rng_imu, rng_audio, rng_video = _recording_rngs(plan)
 
     lat = _latent(plan, rng_motion)
 

@@ -60,7 +60,8 @@ class TrainConfig:
 
     Data: ``data`` shards directory; ``modality`` the stream to train on; ``runs`` parent folder of
     runs; ``out`` run folder (default ``<runs>/<modality>-<split tag>``).
-    Split: see :class:`pipelines.splits.SplitConfig`.
+    Split: see :class:`pipelines.splits.SplitConfig`; its seed is ``split_seed`` (default: ``seed``),
+    so several initialisations (``seed``) can share one split.
     Model: ``d`` attention width, ``heads``, ``depth`` attention blocks, ``dropout``,
     ``video_frames`` frames kept per video window (evenly spaced; 0 = all),
     ``standardize``: imu/audio input statistics from the ``train`` windows, the ``manifest``
@@ -80,6 +81,7 @@ class TrainConfig:
     out: str | None = None
     split: str | None = "id"
     seed: int = 0
+    split_seed: int | None = None
     val_frac: float | None = 0.15
     test_frac: float | None = 0.2
     block_s: float | None = 10.0
@@ -110,7 +112,7 @@ class TrainConfig:
 
     def split_config(self) -> SplitConfig:
         d = SplitConfig()
-        return SplitConfig(split=self.split or d.split, seed=self.seed,
+        return SplitConfig(split=self.split or d.split, seed=self.seed if self.split_seed is None else self.split_seed,
                            val_frac=d.val_frac if self.val_frac is None else self.val_frac,
                            test_frac=d.test_frac if self.test_frac is None else self.test_frac,
                            block_s=d.block_s if self.block_s is None else self.block_s,
@@ -246,7 +248,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, step_fn: StepFn
             loss, terms, logits = step_fn(model, batch)
         if not torch.isfinite(loss):
             detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-            raise TrainingError(f"step {step} (epoch {epoch}): the loss is {float(loss)} ({detail}); "
+            raise TrainingError(f"step {step} (epoch {epoch}): the loss is {float(loss.detach())} ({detail}); "
                                 "lower --lr, check the input shards with `dcat validate`, or try --device cpu")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -72,7 +72,7 @@ class TransferConfig(TrainConfig):
         self.modality = self.tgt
 
     def explicit_split(self) -> bool:
-        return any(v not in (None, [], ()) for v in (self.split, self.val_frac, self.test_frac, self.block_s,
+        return any(v not in (None, [], ()) for v in (self.split, self.split_seed, self.val_frac, self.test_frac, self.block_s,
                                                      self.guard_s, self.test_subjects, self.fold, self.folds))
 
 

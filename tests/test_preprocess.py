@@ -15,6 +15,7 @@ from pipelines.manifest import read_shard_summary, validate_shards
 from pipelines.preprocess import PreprocessConfig, preprocess, process_recording
 from pipelines.raw import discover, select_shard
 from pipelines.resample import resample_irregular
+from pipelines.shards import WindowReader, pack_windows
 
 FRAME_S = 1 / 30
 
@@ -69,7 +70,7 @@ def test_imu_windows_equal_resampling_of_the_csv_at_window_times(tiny_raw, tiny_
     with h5py.File(p) as h:
         rid = h.attrs["recording_id"]
         start = h["windows/start_s"][()]
-        data = h["streams/imu/data"][()]
+        data = WindowReader(h["streams/imu"]).read(0, len(start))
         off = h["streams/imu"].attrs["clock_offset_s"]
         a = json.loads(h.attrs["checks_json"])["span_s"][0]
     csv = np.loadtxt(tiny_raw / rid / "imu.csv", delimiter=",", skiprows=1)
@@ -88,7 +89,7 @@ def test_video_windows_hold_the_frames_shown_at_window_times(tiny_raw, tiny_shar
     with h5py.File(p) as h:
         rid = h.attrs["recording_id"]
         start = h["windows/start_s"][()]
-        frames = h["streams/video/frames"][-1]
+        frames = WindowReader(h["streams/video"]).read(len(start) - 1, len(start))[0]
     vr = decord.VideoReader(str(tiny_raw / rid / "video.mp4"), width=112, height=112)
     # video is the reference clock (offset 0); frame k of the last window is at start + k/30
     for k in (0, 17, 59):
@@ -174,7 +175,7 @@ def test_rerun_skips_finished_shards_and_refuses_other_settings(tiny_raw, tmp_pa
     assert "different settings" in other["summary"]["errors"][0] and "--overwrite" in other["summary"]["errors"][0]
     over = preprocess(recs, out, PreprocessConfig(fps=15), overwrite=True)
     assert over["summary"]["ok"] == len(recs)
-    assert json.loads((out / "manifest.json").read_text())["streams"]["video"]["shape"][0] == 30
+    assert json.loads((out / "manifest.json").read_text())["streams"]["video"]["shape"][0] == 30  # 2 s at 15 fps
 
 
 def test_two_workers_give_the_same_shards_as_one(tiny_raw, tiny_shards, tmp_path):
@@ -182,8 +183,32 @@ def test_two_workers_give_the_same_shards_as_one(tiny_raw, tiny_shards, tmp_path
     preprocess(discover([tiny_raw]), tmp_path, PreprocessConfig(), workers=2)
     for p in out1.glob("*.h5"):
         with h5py.File(p) as a, h5py.File(tmp_path / p.name) as b:
-            for ds in ("windows/start_s", "streams/imu/data", "streams/audio/logmel", "streams/video/frames"):
+            for ds in ("windows/start_s", "streams/imu/data", "streams/audio/logmel", "streams/video/frames",
+                       "streams/video/window_start"):
                 assert np.array_equal(a[ds][()], b[ds][()]), ds
+
+
+def test_pack_windows_stores_each_sample_once():
+    runs, ws = pack_windows(np.array([0, 50, 100, 300, 350]), 100)
+    assert runs == [(0, 200), (300, 450)]  # overlapping windows merge; a gap starts a new run
+    assert ws.tolist() == [0, 50, 100, 200, 250]
+    runs, ws = pack_windows(np.array([0, 100]), 100)  # touching windows: one run
+    assert runs == [(0, 200)] and ws.tolist() == [0, 100]
+
+
+def test_window_reader_blocks_equal_single_windows(tiny_shards):
+    out, _ = tiny_shards
+    with h5py.File(sorted(out.glob("*.h5"))[0]) as h:
+        for name, shape in (("video", (60, 112, 112, 3)), ("imu", (100, 6)), ("audio", (198, 64))):
+            r = WindowReader(h["streams"][name])
+            n = len(r)
+            block = r.read(0, n)
+            assert block.shape == (n,) + shape
+            for i in (0, n // 2, n - 1):
+                assert np.array_equal(block[i], r.read(i, i + 1)[0])
+            sub = r.read(1, 3, frames=[0, 10, 20]) if name == "video" else None
+            if sub is not None:
+                assert np.array_equal(sub, block[1:3][:, [0, 10, 20]])
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7])

@@ -1,0 +1,186 @@
+"""Preprocessing speed and memory, measured in one run (ratios, since machines are noisy).
+
+    python benchmarks/preprocess.py                 # >= 10 min of generated recordings
+    python benchmarks/preprocess.py --memory        # also: peak RSS for a 10-min and a long recording
+
+Prints:
+  * decode-only: the same videos decoded by decord at the same size (112x112), frames converted to
+    numpy, nothing else;
+  * full preprocess with 1 worker (read, check, align, resample, window, features, write shards);
+  * their ratio (target <= 1.5), and 1 vs 2 workers (target >= 1.6x faster);
+  * with --memory: peak resident memory of preprocessing one recording of 10 minutes and of
+    --long-minutes (default 60), each in a fresh process (target: the long one < 2 GB and within
+    1.3x of the 10-minute one).
+Imports are warmed before timing (they cost ~4 s once per process, not per recording).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.preprocess import PreprocessConfig, preprocess  # noqa: E402
+from pipelines.raw import discover  # noqa: E402
+from pipelines.synth import SynthConfig, synthesize  # noqa: E402
+
+
+def decode_only(recs: list[Path], size: int) -> tuple[float, int]:
+    import decord
+
+    t = time.perf_counter()
+    n_total = 0
+    for r in recs:
+        vr = decord.VideoReader(str(r / "video.mp4"), ctx=decord.cpu(0), width=size, height=size, num_threads=1)
+        n = len(vr)
+        for k in range(0, n, 64):
+            vr.get_batch(list(range(k, min(n, k + 64)))).asnumpy()
+        n_total += n
+    return time.perf_counter() - t, n_total
+
+
+def full(recs: list[Path], out: Path, workers: int) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    t = time.perf_counter()
+    res = preprocess(recs, out, PreprocessConfig(), workers=workers)
+    dt = time.perf_counter() - t
+    assert res["summary"]["failed"] == 0, res["summary"]["errors"]
+    return dt
+
+
+def _spin(n: int) -> None:
+    x = 0
+    for i in range(n):
+        x += i
+
+
+def parallel_capacity(n: int = 8_000_000) -> float:
+    """How much faster two independent CPU-bound processes finish than one after the other: the
+    ceiling for any 2-worker speedup on this machine (2.0 on two free cores)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    t = time.perf_counter()
+    for _ in range(2):
+        _spin(n)
+    serial = time.perf_counter() - t
+    t = time.perf_counter()
+    ps = [ctx.Process(target=_spin, args=(n,)) for _ in range(2)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    return serial / (time.perf_counter() - t)
+
+
+def warm() -> None:
+    """Import what preprocessing imports, and build the mel filterbank, before timing."""
+    import decord  # noqa: F401
+    import h5py  # noqa: F401
+    import scipy.signal  # noqa: F401
+    import soxr  # noqa: F401
+
+    from pipelines.features import MelSettings, _mel_basis
+
+    _mel_basis(PreprocessConfig().mel())
+
+
+def peak_rss_mb(rec: Path, out: Path) -> float:
+    """Peak RSS of preprocessing one recording in a fresh process (ru_maxrss of the child)."""
+    code = ("import sys, resource; sys.path.insert(0, %r)\n"
+            "from pathlib import Path\n"
+            "from pipelines.preprocess import PreprocessConfig, process_recording\n"
+            "process_recording(Path(%r), Path(%r), PreprocessConfig())\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n") % (
+        str(Path(__file__).resolve().parents[1]), str(rec), str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(r.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
+    ap.add_argument("--minutes", type=float, default=10.0, help="minutes of recordings to generate (>= 10)")
+    ap.add_argument("--recordings", type=int, default=4)
+    ap.add_argument("--video-size", type=int, default=128, help="native size of the generated video")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions, interleaved (the median is reported)")
+    ap.add_argument("--memory", action="store_true", help="also measure peak memory, 10 min vs --long-minutes")
+    ap.add_argument("--long-minutes", type=float, default=60.0)
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    a = ap.parse_args()
+    work = a.work or Path(tempfile.mkdtemp(prefix="dcat-bench-"))
+    raw = work / "raw"
+    secs = a.minutes * 60 / a.recordings
+    if not raw.exists():
+        t = time.perf_counter()
+        synthesize(raw, SynthConfig(subjects=a.recordings, recordings=1, seconds=secs, seed=11,
+                                    video_size=a.video_size, declared_fraction=1.0))
+        print(f"generated {a.recordings} x {secs:.0f} s in {time.perf_counter() - t:.1f} s -> {raw}", file=sys.stderr)
+    recs = discover([raw])
+    warm()
+    for r in recs:  # page cache: both contenders read warm files
+        for f in r.iterdir():
+            f.read_bytes()
+    dec, full1, full2 = [], [], []
+    n_frames = 0
+    for _ in range(a.reps):
+        d, n_frames = decode_only(recs, 112)
+        dec.append(d)
+        full1.append(full(recs, work / "shards1", 1))
+        full2.append(full(recs, work / "shards2", 2))
+    cap = parallel_capacity()
+    med = lambda x: sorted(x)[len(x) // 2]  # noqa: E731
+    fig = {
+        "machine": f"{os.cpu_count()} cpu, python {sys.version.split()[0]}",
+        "recorded_minutes": round(a.minutes, 2), "recordings": len(recs), "video_frames": n_frames,
+        "native_video_size": a.video_size,
+        "decode_only_s": round(med(dec), 3), "decode_fps": round(n_frames / med(dec)),
+        "full_1_worker_s": round(med(full1), 3), "full_over_decode": round(med(full1) / med(dec), 3),
+        "full_2_workers_s": round(med(full2), 3), "speedup_2_workers": round(med(full1) / med(full2), 3),
+        "machine_parallel_capacity": round(cap, 3),
+        "all_runs": {"decode": [round(x, 3) for x in dec], "full1": [round(x, 3) for x in full1],
+                     "full2": [round(x, 3) for x in full2]},
+    }
+    if a.memory:
+        mem = {}
+        for minutes in (10.0, a.long_minutes):
+            d = work / f"mem{minutes:g}"
+            if not d.exists():
+                synthesize(d, SynthConfig(subjects=1, recordings=1, seconds=minutes * 60, seed=5,
+                                          video_size=a.video_size, declared_fraction=1.0))
+            mem[minutes] = peak_rss_mb(discover([d])[0], work / f"memout{minutes:g}")
+        fig["peak_rss_mb_10min"] = round(mem[10.0], 1)
+        fig[f"peak_rss_mb_{a.long_minutes:g}min"] = round(mem[a.long_minutes], 1)
+        fig["peak_rss_ratio"] = round(mem[a.long_minutes] / mem[10.0], 3)
+    if a.json:
+        print(json.dumps(fig, indent=1))
+    else:
+        print(f"data: {fig['recordings']} recordings, {fig['recorded_minutes']} min, {n_frames} video frames "
+              f"({a.video_size}x{a.video_size} native) on {fig['machine']}")
+        print(f"decode-only (decord, 112x112, 1 thread): {fig['decode_only_s']:.2f} s ({fig['decode_fps']} frames/s)")
+        print(f"full preprocess, 1 worker:               {fig['full_1_worker_s']:.2f} s  "
+              f"= {fig['full_over_decode']:.2f}x decode-only (target <= 1.5)")
+        print(f"full preprocess, 2 workers:              {fig['full_2_workers_s']:.2f} s  "
+              f"= {fig['speedup_2_workers']:.2f}x faster than 1 (target >= 1.6)")
+        print(f"machine: two CPU-bound processes run {fig['machine_parallel_capacity']:.2f}x faster than one after "
+              "the other (the ceiling for any 2-worker speedup here; 2.0 on two free cores)")
+        if a.memory:
+            print(f"peak RSS: 10 min {fig['peak_rss_mb_10min']:.0f} MB, {a.long_minutes:g} min "
+                  f"{fig[f'peak_rss_mb_{a.long_minutes:g}min']:.0f} MB, ratio {fig['peak_rss_ratio']:.2f} "
+                  "(target < 2 GB and <= 1.3)")
+    if a.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
