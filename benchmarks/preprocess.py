@@ -95,12 +95,13 @@ def warm() -> None:
 
 
 def peak_rss_mb(rec: Path, out: Path) -> float:
-    """Peak RSS of preprocessing one recording in a fresh process (ru_maxrss of the child)."""
-    code = ("import sys, resource; sys.path.insert(0, %r)\n"
+    """Peak RSS of preprocessing one recording in a fresh process: the child's VmHWM (ru_maxrss
+    would carry over the parent's size through fork + exec)."""
+    code = ("import sys; sys.path.insert(0, %r)\n"
             "from pathlib import Path\n"
             "from pipelines.preprocess import PreprocessConfig, process_recording\n"
             "process_recording(Path(%r), Path(%r), PreprocessConfig())\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n") % (
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n") % (
         str(Path(__file__).resolve().parents[1]), str(rec), str(out))
     out.mkdir(parents=True, exist_ok=True)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

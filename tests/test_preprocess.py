@@ -236,3 +236,18 @@ def test_unknown_encoding_version_is_refused(tiny_shards, tmp_path):
         h.attrs["encoding-version"] = "99"
     with pytest.raises(ShardError, match="encoding-version '99'.*upgrade dcat"):
         read_shard_summary(p)
+
+
+def test_audio_logmel_windows_match_their_waveform(raw_copy, tmp_path):
+    from pipelines.features import logmel
+
+    rid = "s01_r01"
+    cfg = PreprocessConfig(audio_waveform=True, streams=("video", "audio"))
+    process_recording(raw_copy / rid, tmp_path, cfg)
+    with h5py.File(tmp_path / f"{rid}.h5") as h:
+        assert set(h["streams"]) == {"video", "audio"}  # --streams keeps only those
+        lm = WindowReader(h["streams/audio"]).read(0, 3)
+        wav = WindowReader(h["streams/audio"], "waveform").read(0, 3)
+    assert wav.shape == (3, 32000) and lm.shape == (3, 198, 64)
+    # the stored frames of each window are exactly the log-mel of that window's samples
+    assert np.allclose(lm, logmel(wav, cfg.mel()), atol=1e-4)
