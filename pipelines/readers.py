@@ -59,20 +59,24 @@ def read_imu_csv(spec: StreamSpec, rec: str) -> ImuTable:
     """
     file = spec.file
     try:
-        text = spec.path.read_text()
+        with open(spec.path, encoding="utf-8") as f:
+            first = f.readline().strip()
     except UnicodeDecodeError:
         raise RecordingError(rec, file, "not UTF-8 text: is this a CSV?") from None
-    first = text.split("\n", 1)[0].strip()
     header = [h.strip() for h in next(csv.reader([first]))] if first else []
     if not header or header[0].lower() != "t":
         raise RecordingError(rec, file, f"first header column must be 't' (seconds), got {header[:1] or 'nothing'}")
     ncol = len(header)
     if ncol < 2:
         raise RecordingError(rec, file, "no channel columns after 't'")
-    try:
+    try:  # fast path, straight from the file (no copy of the text in memory)
         with np.errstate(all="ignore"):
-            arr = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
-    except ValueError:
+            arr = np.loadtxt(spec.path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2, encoding="utf-8")
+    except (ValueError, UnicodeDecodeError):  # empty cells or a bad line: parse row by row, name the line
+        try:
+            text = spec.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise RecordingError(rec, file, "not UTF-8 text: is this a CSV?") from None
         arr = _parse_csv_slow(text, rec, file, ncol)
     if arr.size == 0:
         raise RecordingError(rec, file, "no data rows")

@@ -45,7 +45,7 @@ def resample_irregular(t: np.ndarray, x: np.ndarray, out_rate: float, t0: float,
     """
     from scipy.signal import resample_poly
 
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
     if x.ndim == 1:
         x = x[:, None]
     rate_in = measured_rate(t, gap_s)
@@ -55,22 +55,29 @@ def resample_irregular(t: np.ndarray, x: np.ndarray, out_rate: float, t0: float,
     half = 10 * k if k > 1 else 0  # resample_poly's default filter half-length, in input samples
     j = np.arange(-half, n_out * k + half)
     u = t0 + j / r_u
-    # linear interpolation + gap flags on the uniform grid
-    pos = np.searchsorted(t, u, side="right") - 1  # t[pos] <= u < t[pos+1]
-    inside = ((pos >= 0) & (pos < len(t) - 1)) | (np.abs(u - t[-1]) < 1e-9)
-    pos_c = np.clip(pos, 0, len(t) - 2)
-    step = t[pos_c + 1] - t[pos_c]
-    gap_u = inside & (step > gap_s)
-    w = np.clip((u - t[pos_c]) / step, 0.0, 1.0)[:, None]
-    xu = x[pos_c] * (1 - w) + x[pos_c + 1] * w
+    # linear interpolation + gap flags on the uniform grid, in blocks (memory stays small), float32
+    m = len(u)
+    xu = np.empty((m, x.shape[1]), np.float32)
+    inside = np.empty(m, bool)
+    gap_u = np.empty(m, bool)
+    for b0 in range(0, m, 1 << 16):
+        ub = u[b0:b0 + (1 << 16)]
+        pos = np.searchsorted(t, ub, side="right") - 1  # t[pos] <= u < t[pos+1]
+        ins = ((pos >= 0) & (pos < len(t) - 1)) | (np.abs(ub - t[-1]) < 1e-9)
+        pos_c = np.clip(pos, 0, len(t) - 2)
+        step = t[pos_c + 1] - t[pos_c]
+        w = np.clip((ub - t[pos_c]) / step, 0.0, 1.0)[:, None]
+        xu[b0:b0 + len(ub)] = x[pos_c] * (1 - w) + x[pos_c + 1] * w
+        inside[b0:b0 + len(ub)] = ins
+        gap_u[b0:b0 + len(ub)] = ins & (step > gap_s)
     nan_u = np.isnan(xu).any(axis=1) & ~gap_u
     bad_u = gap_u | nan_u
     if bad_u.any():  # hold the last good value across bad samples so the FIR sees no step
         good = np.flatnonzero(~bad_u)
         if len(good):
-            fill = good[np.clip(np.searchsorted(good, np.arange(len(xu)), side="right") - 1, 0, len(good) - 1)]
-            xu = np.where(bad_u[:, None], xu[fill], xu)
-    xu = np.where(np.isnan(xu), 0.0, xu)
+            fill = good[np.clip(np.searchsorted(good, np.flatnonzero(bad_u), side="right") - 1, 0, len(good) - 1)]
+            xu[bad_u] = xu[fill]
+    np.nan_to_num(xu, copy=False, nan=0.0)
     if k > 1:
         y = resample_poly(xu, up=1, down=k, axis=0, padtype="line")
         # output i sits at uniform index half + i*k; its filter reaches +-half input samples
