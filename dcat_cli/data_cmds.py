@@ -44,6 +44,7 @@ def preprocess_cmd(
     lag_tol: float = typer.Option(0.1, "--lag-tol", help="A reliable estimated lag larger than this (s) flags the recording as out of sync."),
     short_streams: str = typer.Option("fail", "--short-streams", help="A stream that starts late or ends early by more than --coverage-tol: 'fail' the recording, or 'crop' to the part all streams cover."),
     coverage_tol: float = typer.Option(2.0, "--coverage-tol", help="Seconds a stream may start late / end early before --short-streams applies."),
+    labels: str = typer.Option("require", "--labels", help="'require': every recording needs labels.csv or a meta.json label; 'ignore': unlabelled windows, no purity gate (for deployment / dcat predict)."),
     rate_tol: float = typer.Option(0.01, "--rate-tol", help="Relative difference between declared and measured rate that is reported as a rate warning."),
     workers: int = typer.Option(1, "--workers", "-j", help="Recordings processed in parallel (processes)."),
     shard_index: int = typer.Option(0, "--shard-index", help="This task's index for job arrays: takes recordings k with k mod --num-shards == index (id order)."),
@@ -65,7 +66,8 @@ def preprocess_cmd(
                                video_size=_parse_size(video_size), n_mels=n_mels, audio_waveform=audio_waveform,
                                streams=tuple(s.strip() for s in streams.split(",")) if streams else None,
                                min_purity=min_purity, align=align, max_lag_s=max_lag, lag_tol_s=lag_tol,
-                               short_streams=short_streams, coverage_tol_s=coverage_tol, rate_tol=rate_tol)
+                               short_streams=short_streams, coverage_tol_s=coverage_tol, rate_tol=rate_tol,
+                               labels=labels)
         recs = select_shard(discover(inputs), shard_index, num_shards)
         if not recs:
             fail(f"no recordings for --shard-index {shard_index} of {num_shards}")

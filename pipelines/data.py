@@ -4,8 +4,8 @@
   subject, time span and class index, checking the encoding versions and that the streams asked
   for exist with the manifest's shapes. It reads only ``/windows`` and the stream attributes.
 - :class:`BlockDataset` is a torch ``IterableDataset`` that yields whole batches. It reads
-  *contiguous blocks* of windows (``ds[i:j]``: one read per block and stream, the layout the shard
-  spec guarantees), visits blocks in a shuffled order, and shuffles windows inside a buffer of
+  *contiguous blocks* of windows (one read per block and stream of the samples windows ``i..j-1``
+  cover, each stored once: ``pipelines.shards.WindowReader``), visits blocks in a shuffled order, and shuffles windows inside a buffer of
   several blocks, so a batch mixes recordings without ever reading single windows. HDF5 files are
   opened lazily in the process that reads them (each DataLoader worker) and the handles are kept;
   they are never pickled to a worker (pytorch/pytorch#11929).
@@ -27,7 +27,7 @@ import torch
 
 from .errors import ShardError
 from .models import frame_indices
-from .shards import SHARD_TYPE, STREAM_TYPE, WINDOWS_TYPE, check_encoding, read_manifest
+from .shards import SHARD_TYPE, STREAM_TYPE, WINDOWS_TYPE, WindowReader, check_encoding, read_manifest
 
 ARRAY_OF_KIND = {"video": "frames", "imu": "data", "audio": "logmel"}
 
@@ -123,14 +123,19 @@ class ShardSet:
         check_encoding(g, STREAM_TYPE, f"{path}:/streams/{s}")
         kind = _s(g.attrs.get("kind", ""))
         arr = ARRAY_OF_KIND.get(kind)
-        if arr is None or arr not in g:
-            raise ShardError(f"{path}:/streams/{s}: kind '{kind}' without its array "
-                             f"('{arr}'); re-create the shard with `dcat preprocess`")
-        want = list(self.stream_info[s].get("shape", g[arr].shape[1:]))
-        if list(g[arr].shape[1:]) != want:
-            raise ShardError(f"{path}:/streams/{s}/{arr}: per-window shape {list(g[arr].shape[1:])} differs "
+        if arr is None or arr not in g or "window_start" not in g:
+            raise ShardError(f"{path}:/streams/{s}: kind '{kind}' without its arrays "
+                             f"('{arr}', 'window_start'); re-create the shard with `dcat preprocess`")
+        per_window = [int(g.attrs.get("samples_per_window", 0)), *g[arr].shape[1:]]
+        want = list(self.stream_info[s].get("shape", per_window))
+        if per_window != want:
+            raise ShardError(f"{path}:/streams/{s}/{arr}: per-window shape {per_window} differs "
                              f"from the manifest's {want}; shards of one directory must share settings "
                              f"(re-run `dcat preprocess` on all recordings with the same options)")
+        n = int(f.attrs.get("n_windows", len(f["windows"]["start_s"])))
+        if g["window_start"].shape != (n,):
+            raise ShardError(f"{path}:/streams/{s}/window_start: {g['window_start'].shape[0]} entries for {n} "
+                             "windows; re-create the shard with `dcat preprocess`")
         self.stream_info[s].setdefault("kind", kind)
 
     def __len__(self) -> int:
@@ -177,7 +182,8 @@ def manifest_of_shard(path: Path) -> dict:
             if arr is None or arr not in g:
                 continue
             info = {"kind": kind, "rate_hz": float(g.attrs.get("rate_hz", float("nan"))),
-                    "shape": list(g[arr].shape[1:]), "dtype": str(g[arr].dtype)}
+                    "shape": [int(g.attrs.get("samples_per_window", 0)), *g[arr].shape[1:]],
+                    "dtype": str(g[arr].dtype)}
             if kind == "imu" and "channels" in g.attrs:
                 info["channels"] = [_s(c) for c in g.attrs["channels"]]
             streams[name] = info
@@ -275,7 +281,7 @@ class BlockDataset(torch.utils.data.IterableDataset):
             n += m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
         return n
 
-    def _dataset(self, rec: int, stream: str):
+    def _reader(self, rec: int, stream: str) -> WindowReader:
         key = (rec, stream)
         if key not in self._files:
             path = self.shards.recordings[rec].path
@@ -283,18 +289,13 @@ class BlockDataset(torch.utils.data.IterableDataset):
             if f is None:
                 f = h5py.File(path, "r")
                 self._files[("file", rec)] = f
-            self._files[key] = f["streams"][stream][self.reads[stream][0]]
+            self._files[key] = WindowReader(f["streams"][stream], self.reads[stream][0])
         return self._files[key]
 
     def read_block(self, rec: int, i: int, j: int) -> dict:
-        """Windows ``i:j`` of recording ``rec``: one contiguous read per stream."""
-        out = {}
-        for s, (_, fidx) in self.reads.items():
-            a = self._dataset(rec, s)[i:j]
-            if fidx is not None:
-                a = a[:, fidx]
-            out[s] = a
-        return out
+        """Windows ``i:j`` of recording ``rec``: one contiguous read per stream (the samples those
+        windows cover, stored once), then each window's (selected) time steps."""
+        return {s: self._reader(rec, s).read(i, j, frames=fidx) for s, (_, fidx) in self.reads.items()}
 
     def close(self) -> None:
         for k, f in list(self._files.items()):

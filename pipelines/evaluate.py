@@ -81,16 +81,14 @@ def plot_confusion(cm, classes: list[str], path: Path, title: str = "") -> None:
 
 
 def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str = "test", device: str = "auto",
-                 batch_size: int = 64, write: bool = True, checkpoint: str = "best.pt") -> dict:
+                 batch_size: int = 64, write: bool = True, checkpoint: str = "best.pt", threads: int = 0) -> dict:
     """Evaluate ``run_dir/<checkpoint>`` on part ``split`` of the run's split, reading only its stream.
 
     ``data``: shards directory (default: the one the run was trained on, recorded in config.json).
     Returns the report for this part; with ``write``, merges it into ``run_dir/report.json`` under
     the part's name and writes ``confusion-<part>.png``.
     """
-    import torch  # noqa: F401  (imported here so `import pipelines.evaluate` stays light)
-
-    from .train import read_config, resolve_device, run_inference
+    from .train import configure_threads, read_config, resolve_device, run_inference
 
     run_dir = Path(run_dir)
     if split not in EVAL_PARTS:
@@ -110,6 +108,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
         raise EvaluationError(f"{data}: no windows of the '{split}' part of {run_dir / 'split.json'} "
                               "(are these shards of other recordings?); use --split all to evaluate every window")
     dev = resolve_device(device)
+    configure_threads(threads, dev)
     model = model_from_checkpoint(ck).to(dev)
     frames = ck["data"].get("frames")
     ds = BlockDataset(shards, ids, [stream], batch_size, frames={stream: frames})
@@ -143,3 +142,25 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
                        f"{run_dir.name} {stream} {split}: macro-F1 {met['macro_f1']:.3f}")
         report["confusion_png"] = str(png)
     return report
+
+
+def summarize_runs(runs_dir: str | Path, split: str = "test") -> list[dict]:
+    """One row per run folder under ``runs_dir`` that has a ``report.json`` entry for ``split``:
+    ``run, stage, stream, source (transfer only), split_mode, seed, macro_f1, accuracy, n_windows``
+    (for a results table such as video alone / IMU alone / IMU with D-CAT, ID and OOD)."""
+    rows = []
+    for rp in sorted(Path(runs_dir).glob("*/report.json")):
+        try:
+            rep = json.loads(rp.read_text()).get(split)
+            cfg = json.loads((rp.parent / "config.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not rep:
+            continue
+        args = cfg.get("args", {})
+        rows.append({"run": rp.parent.name, "stage": cfg.get("stage"), "stream": rep.get("stream"),
+                     "source": args.get("src") if cfg.get("stage") == "transfer" else None,
+                     "split_mode": rep.get("split_mode"), "seed": args.get("seed"),
+                     "macro_f1": rep.get("macro_f1"), "accuracy": rep.get("accuracy"),
+                     "n_windows": rep.get("n_windows")})
+    return rows

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, check_data, load_checkpoint, model_from_checkpoint
+from .checkpoint import check_data, load_checkpoint, model_from_checkpoint
 from .data import BlockDataset, ShardSet, make_loader
 from .errors import DcatError
 
@@ -42,6 +42,7 @@ def _preprocess_recording(rec_dir: Path, out_dir: Path, ck: dict) -> Path:
     if "video_size" in kw and isinstance(kw["video_size"], list):
         kw["video_size"] = tuple(kw["video_size"])
     kw["streams"] = (ck["stream"],)
+    kw["labels"] = "ignore"  # deployment: the recording need not be labelled
     cfg = PreprocessConfig(**kw)
     process_recording(Path(rec_dir), Path(out_dir), cfg)
     shards = sorted(p for p in Path(out_dir).glob("*.h5") if not p.name.startswith("."))
@@ -51,9 +52,9 @@ def _preprocess_recording(rec_dir: Path, out_dir: Path, ck: dict) -> Path:
 
 
 def predict(run_dir: str | Path, input_path: str | Path, *, device: str = "auto", batch_size: int = 64,
-            checkpoint: str = "best.pt") -> dict:
+            checkpoint: str = "best.pt", threads: int = 0) -> dict:
     """Predict every window of ``input_path``; returns ``{"rows": [...], "classes", "stream", "input"}``."""
-    from .train import resolve_device, run_inference
+    from .train import configure_threads, resolve_device, run_inference
 
     run_dir = Path(run_dir)
     ck_path = run_dir if run_dir.suffix == ".pt" else run_dir / checkpoint
@@ -74,6 +75,7 @@ def predict(run_dir: str | Path, input_path: str | Path, *, device: str = "auto"
         check_data(ck, shards.manifest, str(inp), stream)
         ids = np.arange(len(shards), dtype=np.int64)
         dev = resolve_device(device)
+        configure_threads(threads, dev)
         model = model_from_checkpoint(ck).to(dev)
         ds = BlockDataset(shards, ids, [stream], batch_size, frames={stream: ck["data"].get("frames")})
         r = run_inference(model, make_loader(ds, 0), dev, stream)
@@ -117,4 +119,4 @@ def format_rows(rows: list[dict], fmt: str = "csv") -> str:
     return buf.getvalue()
 
 
-__all__ = ["predict", "format_rows", "FORMATS", "CheckpointError"]
+__all__ = ["predict", "format_rows", "FORMATS"]

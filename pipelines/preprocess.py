@@ -66,6 +66,7 @@ class PreprocessConfig:
     rate_tol: float = 0.01  # relative difference declared vs measured rate that flags a rate check
     short_streams: str = "fail"  # "fail" | "crop": a stream that starts/ends > coverage_tol_s off the others
     coverage_tol_s: float = 2.0
+    labels: str = "require"  # "require": labels.csv or meta "label"; "ignore": unlabelled windows (deployment)
 
     def __post_init__(self):
         if isinstance(self.video_size, int):
@@ -82,6 +83,8 @@ class PreprocessConfig:
             raise DcatError(f"--align must be 'meta' or 'estimate', got '{self.align}'")
         if self.short_streams not in ("fail", "crop"):
             raise DcatError(f"--short-streams must be 'fail' or 'crop', got '{self.short_streams}'")
+        if self.labels not in ("require", "ignore"):
+            raise DcatError(f"--labels must be 'require' or 'ignore', got '{self.labels}'")
         if not 0.0 < self.min_purity <= 1.0:
             raise DcatError(f"--min-purity must be in (0, 1], got {self.min_purity}")
 
@@ -288,7 +291,7 @@ def _read_imu(spec, rec: Recording, cfg: PreprocessConfig) -> Series:
 
 # ------------------------------------------------------------------------------ stage C: windows
 def _label_windows(starts: np.ndarray, w: float, rec: Recording, segs: list[Segment]):
-    if rec.label:
+    if rec.label is not None and not segs:  # whole-recording label ("" when labels are ignored)
         return np.array([rec.label] * len(starts), dtype=object), np.ones(len(starts), np.float32)
     names = sorted({s.label for s in segs})
     cover = np.zeros((len(starts), len(names)))
@@ -386,7 +389,9 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
     from .shards import SHARD_TYPE, STREAM_TYPE, WINDOWS_TYPE, set_encoding
 
     t_start = time.perf_counter()
-    rec = load_recording(rec_dir)
+    rec = load_recording(rec_dir, need_labels=cfg.labels == "require")
+    if cfg.labels == "ignore":
+        rec.label, rec.labels_file = "", None  # windows carry the empty label; no purity gate
     segs = read_segments(rec)
     specs = list(rec.streams.values())
     if cfg.streams is not None:
@@ -434,7 +439,8 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
                     _video_to_scratch(s, scratch_dir)
             _estimate_lags(series, ref, cfg, True, warnings)
         u0, u1, a, b = _check_coverage(rec, series, cfg, warnings)
-        check_segments_inside(rec, segs, u1)
+        if cfg.streams is None:  # with a subset of streams the recording may extend beyond them
+            check_segments_inside(rec, segs, u1)
         # ---- C: window grid (origin: the start of the common span), quality gate
         w, st = cfg.window_s, cfg.stride_s
         j_lo = -int(math.floor((a - u0) / st + EPS_S))
@@ -478,7 +484,8 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
                 cs = np.concatenate([[0], np.cumsum(mask)])
                 reject((cs[i0c + t_win] - cs[i0c]) > 0, reason)
         labels, purity = _label_windows(cand, w, rec, segs)
-        reject(purity < cfg.min_purity - 1e-6, "label_purity")
+        if cfg.labels == "require":
+            reject(purity < cfg.min_purity - 1e-6, "label_purity")
         for r in REJECT_REASONS:
             rejected[r] += int((reason_of == r).sum())
         keep = np.flatnonzero(ok)

@@ -73,8 +73,12 @@ def _schema_problems(meta: dict) -> list[str]:
     return out
 
 
-def load_recording(rec_dir: Path) -> Recording:
-    """Load ``rec_dir/meta.json``, check it against the schema, resolve stream files safely."""
+def load_recording(rec_dir: Path, need_labels: bool = True) -> Recording:
+    """Load ``rec_dir/meta.json``, check it against the schema, resolve stream files safely.
+
+    ``need_labels=False`` (deployment: predicting on unlabelled recordings) allows a recording with
+    neither a labels file nor a ``label``.
+    """
     rec_dir = Path(rec_dir)
     rid = rec_dir.name
     if not _ID_RE.match(rid):
@@ -119,15 +123,18 @@ def load_recording(rec_dir: Path) -> Recording:
         if not lp.is_relative_to(root):
             raise RecordingError(rid, labels_file, "labels file resolves outside the recording folder")
         if not lp.is_file():
-            raise RecordingError(rid, labels_file, "missing, and meta.json has no whole-recording 'label'",
-                                 "add labels.csv (start,end,label) or a 'label' field")
+            if not need_labels:
+                labels_file = None
+            else:
+                raise RecordingError(rid, labels_file, "missing, and meta.json has no whole-recording 'label'",
+                                     "add labels.csv (start,end,label) or a 'label' field")
     return Recording(id=rid, dir=rec_dir, subject=str(meta["subject"]), session=str(meta.get("session") or ""),
                      meta=meta, streams=streams, label=label, labels_file=labels_file)
 
 
 def read_segments(rec: Recording) -> list[Segment]:
     """Read the labels CSV (start,end,label; seconds on the recording clock); check order and overlap."""
-    if rec.label:
+    if rec.label is not None or rec.labels_file is None:
         return []
     name = rec.labels_file
     path = rec.dir / name

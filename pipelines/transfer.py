@@ -35,7 +35,8 @@ from .data import BlockDataset, ShardSet, make_loader
 from .losses import DEFAULT_NORM, NORMS, dcat_loss, kv_scores
 from .models import ModelConfig, build_model
 from .splits import SplitConfig, apply_split, check_transfer_split, load_split, make_split, save_split
-from .train import (Hooks, TrainConfig, TrainingError, _data_record, autocast, find_runs, fit, model_config_for,
+from .train import (Hooks, TrainConfig, TrainingError, _data_record, autocast, configure_threads, find_runs, fit,
+                    model_config_for,
                     prepare_run_dir, read_config, resolve_device, set_input_stats, to_device, write_config)
 
 CACHE_MAX_BYTES = 8 * 2 ** 30
@@ -48,7 +49,7 @@ class TransferConfig(TrainConfig):
     src / tgt: stream names. src_ckpt: the frozen source's checkpoint or run folder (default: the
     pretrain run for ``src`` under ``runs``). lam: weight of the alignment loss. mcma: count the
     alignment only on windows the source classifies correctly. norm: score normalisation
-    (``seqlen`` default, ``fro``, ``none``; see :mod:`pipelines.losses`). tgt_init: start the target
+    (``fro`` default, ``seqlen``, ``none``; see :mod:`pipelines.losses`). tgt_init: start the target
     from this checkpoint. cache: ``auto`` (cache the source unless augmenting), ``on``, ``off``.
     Split options left as None mean: use the source run's split.
     """
@@ -200,10 +201,19 @@ def transfer(cfg: TransferConfig, hooks: Hooks | None = None) -> dict:
         split_from = f"source ({src_run})"
     out = _default_out(cfg, scfg.tag())
     resuming = prepare_run_dir(out, cfg.resume, cfg.overwrite)
+    saved_src_hash = None
     if resuming:
         saved = read_config(out)
-        cfg = TransferConfig.from_dict({**saved["args"], "device": cfg.device, "workers": cfg.workers, "resume": True})
+        cfg = TransferConfig.from_dict({**saved["args"], "device": cfg.device, "workers": cfg.workers,
+                                        "threads": cfg.threads, "resume": True})
+        saved_src = saved.get("source", {})
+        saved_src_hash = saved_src.get("state_sha256")
+        if saved_src.get("checkpoint") and Path(saved_src["checkpoint"]) != src_path:
+            src_path = Path(saved_src["checkpoint"])
+            src_ck = load_checkpoint(src_path)
+            src_run = src_path.parent
     device = resolve_device(cfg.device)
+    threads = configure_threads(cfg.threads, device)
     shards = ShardSet(cfg.data, [cfg.tgt, cfg.src])
     check_data(src_ck, shards.manifest, str(cfg.data), cfg.src)
     if list(src_ck["classes"]) != list(shards.classes):
@@ -224,6 +234,9 @@ def transfer(cfg: TransferConfig, hooks: Hooks | None = None) -> dict:
     src_model.eval()
     src_model.requires_grad_(False)
     src_hash = state_hash(src_model)
+    if saved_src_hash and saved_src_hash != src_hash:
+        raise CheckpointError(f"{src_path}: the source's weights differ from those this run started with; "
+                              "resuming would mix two teachers: start again with --overwrite")
     d = src_model.cfg.d
     if cfg.d is not None and cfg.d != d:
         raise TrainingError(f"--d {cfg.d}: the source has attention width d={d} and D-CAT needs both to share it; "
@@ -258,6 +271,7 @@ def transfer(cfg: TransferConfig, hooks: Hooks | None = None) -> dict:
     if not resuming:
         write_config(out, "transfer", cfg, {
             "data": _data_record(shards), "model_config": mc.to_dict(), "input_stats": stats, "device": str(device),
+            "threads": threads,
             "source": {"checkpoint": str(src_path), "run_dir": str(src_run), "stream": cfg.src,
                        "state_sha256": src_hash, "epoch": src_ck.get("epoch")},
             "split_from": split_from, "tgt_init": init_note})
@@ -296,6 +310,7 @@ def transfer(cfg: TransferConfig, hooks: Hooks | None = None) -> dict:
             "epochs_run": st.epoch + 1, "stopped_early": st.stopped_early, "cache": use_cache,
             "cache_seconds": cache_s, "source_unchanged": unchanged, "lam": cfg.lam, "mcma": cfg.mcma,
             "norm": cfg.norm, "n_windows": {k: int(len(v)) for k, v in ids.items()}, "device": str(device),
+            "threads": threads,
             "seconds": time.perf_counter() - t0}
 
 

@@ -251,3 +251,14 @@ def test_audio_logmel_windows_match_their_waveform(raw_copy, tmp_path):
     assert wav.shape == (3, 32000) and lm.shape == (3, 198, 64)
     # the stored frames of each window are exactly the log-mel of that window's samples
     assert np.allclose(lm, logmel(wav, cfg.mel()), atol=1e-4)
+
+
+def test_unlabelled_recording_for_deployment(raw_copy, tmp_path):
+    rid = "s01_r01"
+    (raw_copy / rid / "labels.csv").unlink()
+    with pytest.raises(Exception, match="labels.csv: missing"):
+        process_recording(raw_copy / rid, tmp_path / "a", PreprocessConfig())
+    info = process_recording(raw_copy / rid, tmp_path / "b", PreprocessConfig(labels="ignore", streams=("imu",)))
+    assert info["rejected"]["label_purity"] == 0 and info["windows_kept"] >= 8
+    with h5py.File(tmp_path / "b" / f"{rid}.h5") as h:
+        assert {x.decode() for x in h["windows/label"][()]} == {""}
