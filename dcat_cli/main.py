@@ -32,16 +32,11 @@ def _main(
     """dcat: raw recordings -> synchronized shards -> per-sensor models -> D-CAT transfer -> evaluation."""
 
 
-from dcat_cli import data_cmds  # noqa: E402
+from dcat_cli import data_cmds, demo_cmds, train_cmds  # noqa: E402
 
 data_cmds.register(app)
-
-try:  # training commands (issue 3) register themselves when present
-    from dcat_cli import train_cmds  # noqa: E402
-
-    train_cmds.register(app)
-except ImportError:  # pragma: no cover
-    pass
+train_cmds.register(app)
+demo_cmds.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover
