@@ -19,6 +19,12 @@ from dcat_cli.common import err_console, out_console, run_guarded
 
 SPLIT_HELP = ("'id': same subjects in train/val/test, split by time blocks (--block-s) with overlapping windows "
               "dropped at the borders; 'ood': leave subjects out (--test-subjects or --fold/--folds).")
+METHOD_HELP = ("What the target learns from the frozen source(s): 'dcat' (default: CE + lambda * D-CAT alignment of "
+               "K^T V), 'logit-kd' (CE + lambda * T^2 * KL(source softmax(z/T) || target softmax(z/T))), "
+               "'feature-kd' (CE + lambda * MSE(P(target pooled embedding), source pooled embedding), P a learned "
+               "linear projection kept in the checkpoint, unused at inference), 'none' (plain CE on the same split "
+               "and budget: the no-transfer baseline; the source only gives the split and d). "
+               "--mcma masks every method's term per source.")
 NORM_HELP = ("Normalisation of K^T V before the Frobenius distance: 'fro' (default: divide by its Frobenius norm; "
              "length- and scale-invariant, the distance is in [0, 2], on the scale of the cross-entropy, so "
              "--lambda 0.1-1 works for any --d; it measured best on the sample data), 'seqlen' (divide by the token "
@@ -71,8 +77,9 @@ class RichHooks:
         if self.quiet:
             return
         terms = ""
-        if "train_ca" in m:
-            terms = (f" (ce {_fmt(m.get('train_ce'))}, ca {_fmt(m.get('train_ca'))}, "
+        term = next((t for t in ("ca", "kd", "fkd") if f"train_{t}" in m), None)
+        if term:
+            terms = (f" (ce {_fmt(m.get('train_ce'))}, {term} {_fmt(m.get(f'train_{term}'))}, "
                      f"mcma keep {_fmt(m.get('train_keep_rate'), 2)})")
         best = " [green]best[/green]" if m.get("best_epoch") == epoch else ""
         err_console.print(f"epoch {epoch + 1}: loss {_fmt(m.get('train_loss'))}{terms} acc {_fmt(m.get('train_acc'))} | "
@@ -153,16 +160,19 @@ def pretrain_cmd(
 
 
 def transfer_cmd(
-    src: str = typer.Option(..., "--src", help="Source stream (frozen teacher), e.g. video."),
+    src: str = typer.Option(..., "--src", help="Source stream (frozen teacher), e.g. video; or several, comma-separated (video,audio): the loss is then CE + lambda * sum_k w_k * L_k, MCMA per source."),
     tgt: str = typer.Option(..., "--tgt", help="Target stream (trained, deployed alone), e.g. imu."),
     data: Path = typer.Option(Path("shards"), "--data", help="Shards directory holding both streams."),
-    src_ckpt: Optional[Path] = typer.Option(None, "--src-ckpt", help="Source checkpoint or run folder (default: the pretrain run for --src under --runs)."),
-    lam: float = typer.Option(1.0, "--lambda", help="Weight of the alignment loss L_CA (the paper: 0.1-1 works, 10 degrades)."),
-    mcma: bool = typer.Option(True, "--mcma/--no-mcma", help="Masked cross-modal alignment: align only windows the source classifies correctly."),
+    src_ckpt: Optional[str] = typer.Option(None, "--src-ckpt", help="Source checkpoint or run folder; several sources: one per source, comma-separated in --src order (default: the pretrain run for each source under --runs)."),
+    src_weights: Optional[str] = typer.Option(None, "--src-weights", help="Several sources: one weight w_k per source, comma-separated in --src order, e.g. 1,0.5 (default: 1 each)."),
+    method: str = typer.Option("dcat", "--method", help=METHOD_HELP),
+    lam: float = typer.Option(1.0, "--lambda", help="Weight of the transfer term (D-CAT: the paper finds 0.1-1 works, 10 degrades)."),
+    temperature: float = typer.Option(4.0, "--temperature", help="logit-kd: softmax temperature T (the term is scaled by T^2)."),
+    mcma: bool = typer.Option(True, "--mcma/--no-mcma", help="Masked cross-modal alignment: count each source's term only on windows that source classifies correctly (every method)."),
     norm: str = typer.Option("fro", "--norm", help=NORM_HELP),
     tgt_init: Optional[Path] = typer.Option(None, "--tgt-init", help="Start the target from this checkpoint (default: from scratch)."),
-    cache: str = typer.Option("auto", "--cache", help="Cache the frozen source's K^T V and correctness per window: 'auto' (unless --augment), 'on', 'off'."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/<src>-to-<tgt>-<split>)."),
+    cache: str = typer.Option("auto", "--cache", help="Cache what the method needs of each frozen source per window (K^T V, logits or pooled embedding, and correctness): 'auto' (unless --augment), 'on', 'off'."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/<src>-to-<tgt>-<split>, runs/<src>-to-<tgt>-<method>-<split> for the baselines, sources joined with '+')."),
     runs: Path = typer.Option(Path("runs"), "--runs", help="Parent folder of runs."),
     split: Optional[str] = typer.Option(None, "--split", help="Default: the source run's split. " + SPLIT_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the initialisation and data order (and of the split when split options are given)."),
@@ -194,17 +204,18 @@ def transfer_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
-    """Train the target stream with D-CAT: CE + lambda * ||norm(K_t^T V_t) - norm(K_s^T V_s)||_F from a frozen source.
+    """Train the target stream from frozen source(s): D-CAT (CE + lambda * ||norm(K_t^T V_t) - norm(K_s^T V_s)||_F) or a baseline.
 
-    Example: `dcat transfer --src video --tgt imu` (after `dcat pretrain --modality video`).
-    The attention width d is the source's.
+    Example: `dcat transfer --src video --tgt imu` (after `dcat pretrain --modality video`);
+    `--method logit-kd|feature-kd|none` for the baselines; `--src video,audio --src-weights 1,0.5`
+    for several sources. The attention width d is the sources'.
     """
 
     def body():
         from pipelines.transfer import TransferConfig, transfer
 
-        cfg = TransferConfig(data=str(data), src=src, tgt=tgt, src_ckpt=str(src_ckpt) if src_ckpt else None, lam=lam,
-                             mcma=mcma, norm=norm, tgt_init=str(tgt_init) if tgt_init else None, cache=cache,
+        cfg = TransferConfig(data=str(data), src=src, tgt=tgt, src_ckpt=src_ckpt or None, src_weights=src_weights,
+                             method=method, lam=lam, temperature=temperature, mcma=mcma, norm=norm, tgt_init=str(tgt_init) if tgt_init else None, cache=cache,
                              runs=str(runs), out=str(out) if out else None, split=split, seed=seed,
                              split_seed=split_seed, test_subjects=_subjects(test_subjects), fold=fold, folds=folds, val_frac=val_frac,
                              test_frac=test_frac, block_s=block_s, guard_s=guard_s, heads=heads, depth=depth,
@@ -214,7 +225,7 @@ def transfer_cmd(
                              overwrite=overwrite)
         with RichHooks(quiet) as hooks:
             info = transfer(cfg, hooks)
-        _print_info(info, as_json, f"transfer {src} -> {tgt}")
+        _print_info(info, as_json, f"transfer {src} -> {tgt} ({method})")
 
     run_guarded(body)
 

@@ -29,6 +29,22 @@ the alignment pull scales with how often the source is right and an all-wrong ba
 zero alignment loss (and zero gradient from it).
 
 Scores are computed in float32 even under bf16 autocast.
+
+Baselines beside D-CAT (same split, same budget; ``method=`` of :mod:`pipelines.transfer`), each a
+per-window distance between target and frozen source that goes through the same MCMA mask and
+batch mean as ``L_CA``:
+
+- ``logit-kd`` (Hinton et al. 2015): ``T^2 * KL(softmax(z_s / T) || softmax(z_t / T))`` over the
+  classifier logits ``z`` at temperature ``T`` (default 4); the ``T^2`` keeps the gradient's scale
+  independent of ``T``. Term name ``kd``.
+- ``feature-kd`` (FitNets-style): ``mean_j (P(h_t) - h_s)_j^2`` over the pooled embeddings ``h``
+  (what the classifier reads), through a learned linear projection ``P`` (target width -> source
+  width) that trains with the target and is not used at inference. Term name ``fkd``.
+- ``none``: plain cross-entropy (the no-transfer baseline on the same split).
+
+Several sources: each source k has its own distance ``L_k`` and its own MCMA mask (where *that*
+source is right); the loss is ``CE + lambda * sum_k w_k * L_k`` (:func:`transfer_objective`).
+In every case the source side is detached: gradients reach only the target (and the projection).
 """
 
 from __future__ import annotations
@@ -38,6 +54,10 @@ import torch.nn.functional as F
 
 NORMS = ("fro", "seqlen", "none")
 DEFAULT_NORM = "fro"
+METHODS = ("dcat", "logit-kd", "feature-kd", "none")
+#: the name of each method's transfer term in the loss terms and metrics.jsonl (``train_<term>``)
+METHOD_TERMS = {"dcat": "ca", "logit-kd": "kd", "feature-kd": "fkd", "none": None}
+DEFAULT_TEMPERATURE = 4.0
 
 
 def kv_scores(k: torch.Tensor, v: torch.Tensor, norm: str = DEFAULT_NORM) -> torch.Tensor:
@@ -80,3 +100,83 @@ def dcat_loss(logits: torch.Tensor, y: torch.Tensor, s_t: torch.Tensor, s_s: tor
     keep_rate = (src_correct.float().mean() if (mcma and src_correct is not None)
                  else torch.ones((), device=logits.device))
     return ce + lam * ca, {"ce": ce.detach(), "ca": ca.detach(), "keep_rate": keep_rate.detach()}
+
+
+# ---------------------------------------------------------------------------------------------
+# baselines and several sources
+
+def masked_mean(dist: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean_w keep_w * dist_w`` over *all* windows of the batch (MCMA semantics, as :func:`alignment_loss`)."""
+    if keep is not None:
+        dist = dist * keep.to(dist.dtype)
+    return dist.mean()
+
+
+def logit_kd_distance(t_logits: torch.Tensor, s_logits: torch.Tensor,
+                      temperature: float = DEFAULT_TEMPERATURE) -> torch.Tensor:
+    """Per-window ``T^2 * KL(softmax(s / T) || softmax(t / T))``: [B, C] x2 -> [B] float32.
+
+    ``s_logits`` is detached: the gradient reaches only the target.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature {temperature}: must be > 0")
+    log_q = F.log_softmax(t_logits.float() / temperature, dim=1)
+    log_p = F.log_softmax(s_logits.detach().float() / temperature, dim=1)
+    return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=1) * temperature ** 2
+
+
+def logit_kd_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE,
+                  keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean_w keep_w * T^2 KL_w`` (``keep`` None: every window counts)."""
+    return masked_mean(logit_kd_distance(t_logits, s_logits, temperature), keep)
+
+
+def feature_distance(z_t: torch.Tensor, z_s: torch.Tensor) -> torch.Tensor:
+    """Per-window mean squared error over the features: [B, D] x2 -> [B] float32.
+
+    ``z_t`` is the *projected* target embedding; ``z_s`` is detached.
+    """
+    return (z_t.float() - z_s.detach().float()).pow(2).mean(dim=1)
+
+
+def feature_kd_loss(z_t: torch.Tensor, z_s: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean_w keep_w * MSE_w`` (``keep`` None: every window counts; then equal to ``F.mse_loss``)."""
+    return masked_mean(feature_distance(z_t, z_s), keep)
+
+
+def transfer_objective(logits: torch.Tensor, y: torch.Tensor, dists: dict, correct: dict,
+                       weights: dict | None = None, lam: float = 1.0, mcma: bool = True, term: str = "ca"):
+    """``CE + lam * sum_k w_k * L_k`` with ``L_k = mean_w m_kw * dists[k]_w`` (MCMA per source).
+
+    ``dists``: source name -> per-window distance [B] (from :func:`alignment_distance`,
+    :func:`logit_kd_distance` or :func:`feature_distance`); ``correct``: source name -> [B] bool,
+    where that source predicts ``y`` (its own MCMA mask when ``mcma``); ``weights``: source name ->
+    w_k (default 1 each). Empty ``dists``: plain cross-entropy.
+
+    Returns ``(loss, terms)``: ``ce``; ``<term>`` = ``sum_k w_k L_k``; per source ``<term>_<k>``
+    (``L_k``, unweighted), ``keep_rate_<k>`` (share of windows that count; 1 without MCMA) and
+    ``src_acc_<k>``; ``keep_rate`` and ``src_acc`` averaged over the sources.
+    """
+    ce = F.cross_entropy(logits.float(), y)
+    terms = {"ce": ce.detach()}
+    if not dists:
+        return ce, terms
+    weights = weights or {}
+    total = 0
+    keep_rates, accs = [], []
+    one = torch.ones((), device=logits.device)
+    for k, dist in dists.items():
+        ok = correct.get(k)
+        lk = masked_mean(dist, ok if mcma else None)
+        total = total + float(weights.get(k, 1.0)) * lk
+        kr = ok.float().mean() if (mcma and ok is not None) else one
+        acc = ok.float().mean() if ok is not None else one * float("nan")
+        terms[f"{term}_{k}"] = lk.detach()
+        terms[f"keep_rate_{k}"] = kr.detach()
+        terms[f"src_acc_{k}"] = acc.detach()
+        keep_rates.append(kr)
+        accs.append(acc)
+    terms[term] = total.detach()
+    terms["keep_rate"] = torch.stack(keep_rates).mean().detach()
+    terms["src_acc"] = torch.stack(accs).mean().detach()
+    return ce + lam * total, terms

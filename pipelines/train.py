@@ -425,8 +425,14 @@ class FitState:
 
 def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset, val_loader, device,
         step_fn: StepFn, stream: str, classes: list[str], ckpt_base: dict, resuming: bool,
-        hooks: Hooks | None = None, augment_kinds: dict | None = None) -> FitState:
-    """The epoch loop: train, validate, log, checkpoint, stop early. Returns the final state."""
+        hooks: Hooks | None = None, augment_kinds: dict | None = None,
+        aux: torch.nn.Module | None = None) -> FitState:
+    """The epoch loop: train, validate, log, checkpoint, stop early. Returns the final state.
+
+    ``aux``: extra trainable parameters the step uses beside ``model`` (the feature-KD projections
+    of ``pipelines.transfer``): optimised with the model, saved in both checkpoints under ``aux``
+    (not in ``model``, so inference never needs them) and restored on resume.
+    """
     hooks = hooks or Hooks()
     out = Path(out)
     workers = default_workers(cfg.workers, device)
@@ -434,13 +440,19 @@ def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset
     steps_per_epoch = len(train_ds)
     if steps_per_epoch == 0:
         raise TrainingError(f"the training part of the split has no windows ({out / 'split.json'})")
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    groups = param_groups(model, cfg.weight_decay)
+    if aux is not None:
+        for g, ga in zip(groups, param_groups(aux, cfg.weight_decay)):
+            g["params"] = g["params"] + ga["params"]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     scheduler = make_schedule(optimizer, cfg.epochs * steps_per_epoch, int(round(cfg.warmup_epochs * steps_per_epoch)))
     st = FitState()
     metrics_path = out / "metrics.jsonl"
     if resuming:
         ck = load_checkpoint(out / "last.pt", map_location=device)
         model.load_state_dict(ck["model"])
+        if aux is not None:
+            aux.load_state_dict(ck["aux"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         st = FitState(**ck["fit_state"])
@@ -477,6 +489,8 @@ def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset
                "epoch_seconds": time.perf_counter() - t0}
         base = {**ckpt_base, "model": model.state_dict(), "epoch": epoch, "step": st.step,
                 "best": {"val_macro_f1": st.best_f1, "epoch": st.best_epoch}}
+        if aux is not None:
+            base["aux"] = aux.state_dict()
         if improved:
             save_checkpoint(out / "best.pt", base)
         save_checkpoint(out / "last.pt", {**base, "optimizer": optimizer.state_dict(),
