@@ -95,8 +95,8 @@ def predict(run_dir: str | Path, input_path: str | Path, *, device: str = "auto"
         rec = shards.recordings[int(shards.rec[g])]
         w = int(shards.win[g])
         p = int(prob[k].argmax())
-        row = {"recording_id": rec.recording_id, "subject": rec.subject, "start_s": float(rec.start_s[w]),
-               "end_s": float(rec.end_s[w]), "pred": classes[p], "prob": float(prob[k, p]),
+        row = {"recording_id": rec.recording_id, "subject": rec.subject, "start_s": round(float(rec.start_s[w]), 6),
+               "end_s": round(float(rec.end_s[w]), 6), "pred": classes[p], "prob": float(prob[k, p]),
                "label": str(rec.labels[w])}
         row.update({f"prob_{c}": float(prob[k, i]) for i, c in enumerate(classes)})
         rows.append(row)
