@@ -73,8 +73,6 @@ def estimate_lag(ref: Envelope, ref_offset_s: float, other: Envelope, other_offs
     count less); ``second_corr`` the best peak more than 0.25 s away. The estimate is reliable when
     ``corr >= 0.25`` and ``second_corr < 0.85 * corr`` (periodic motion makes several peaks).
     """
-    from scipy.signal import correlate, correlation_lags
-
     rate = ENV_RATE_HZ
     t_start = min(ref.t0_s + ref_offset_s, other.t0_s + other_offset_s)
     t_end = max(ref.t0_s + ref_offset_s + len(ref.values) / ref.rate_hz,
@@ -88,9 +86,19 @@ def estimate_lag(ref: Envelope, ref_offset_s: float, other: Envelope, other_offs
     b = np.zeros_like(grid)
     a[ma] = _condition(a_raw[ma], rate)
     b[mb] = _condition(b_raw[mb], rate)
-    c = correlate(b, a, mode="full", method="fft")
-    n_ov = correlate(mb.astype(float), ma.astype(float), mode="full", method="fft")
-    lags = correlation_lags(len(b), len(a), mode="full") / rate
+    # direct correlation over the lags searched only (memory stays flat with the recording's length):
+    # c[k] = sum_n b[n + k] a[n], k in [-K, K]
+    big_k = int(np.ceil(max_lag_s * rate)) + 1
+    ks = np.arange(-big_k, big_k + 1)
+    fa, fb = ma.astype(np.float64), mb.astype(np.float64)
+    n = len(grid)
+    c = np.empty(len(ks))
+    n_ov = np.empty(len(ks))
+    for j, k in enumerate(ks):
+        lo, hi = max(0, -k), min(n, n - k)
+        c[j] = np.dot(b[lo + k:hi + k], a[lo:hi]) if hi > lo else 0.0
+        n_ov[j] = np.dot(fb[lo + k:hi + k], fa[lo:hi]) if hi > lo else 0.0
+    lags = ks / rate
     sel = (np.abs(lags) <= max_lag_s) & (n_ov > 2 * rate)
     if not sel.any():
         return {"lag_s": float("nan"), "corr": float("nan"), "reliable": False}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from .raw import CONTAINER_AUDIO_SUFFIXES, StreamSpec
 @dataclass
 class ImuTable:
     t: np.ndarray  # float64 [n], seconds, stream clock, strictly increasing
-    x: np.ndarray  # float64 [n, C]
+    x: np.ndarray  # float32 [n, C]
     channels: list[str]
 
 
@@ -69,20 +70,34 @@ def read_imu_csv(spec: StreamSpec, rec: str) -> ImuTable:
     ncol = len(header)
     if ncol < 2:
         raise RecordingError(rec, file, "no channel columns after 't'")
-    try:  # fast path, straight from the file (no copy of the text in memory)
-        with np.errstate(all="ignore"):
-            arr = np.loadtxt(spec.path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2, encoding="utf-8")
+    try:  # fast path: blocks of rows straight from the file; t stays float64, channels become float32
+        ts, xs = [], []
+        with open(spec.path, encoding="utf-8") as f, np.errstate(all="ignore"):
+            f.readline()
+            while True:
+                lines = list(itertools.islice(f, 1 << 16))
+                if not lines:
+                    break
+                block = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2)
+                if block.size == 0:
+                    continue
+                if block.shape[1] != ncol:
+                    raise ValueError("ragged")
+                ts.append(block[:, 0].copy())
+                xs.append(block[:, 1:].astype(np.float32))
+        arr = None
+        t = np.concatenate(ts) if ts else np.zeros(0)
+        x = np.concatenate(xs) if xs else np.zeros((0, ncol - 1), np.float32)
+        del ts, xs
     except (ValueError, UnicodeDecodeError):  # empty cells or a bad line: parse row by row, name the line
         try:
             text = spec.path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise RecordingError(rec, file, "not UTF-8 text: is this a CSV?") from None
         arr = _parse_csv_slow(text, rec, file, ncol)
-    if arr.size == 0:
+        t, x = arr[:, 0].copy(), arr[:, 1:].astype(np.float32)
+    if len(t) == 0:
         raise RecordingError(rec, file, "no data rows")
-    if arr.shape[1] != ncol:
-        raise RecordingError(rec, file, f"rows have {arr.shape[1]} fields, the header has {ncol}")
-    t = arr[:, 0]
     if not np.all(np.isfinite(t)):
         bad = int(np.flatnonzero(~np.isfinite(t))[0])
         raise RecordingError(rec, file, f"line {bad + 2}: time 't' is not a finite number")
@@ -100,8 +115,8 @@ def read_imu_csv(spec: StreamSpec, rec: str) -> ImuTable:
         if missing:
             raise RecordingError(rec, file, f"channels {missing} named in meta.json are not in the header {names}")
         idx = [names.index(c) for c in spec.channels]
-        return ImuTable(t=t, x=arr[:, 1:][:, idx], channels=list(spec.channels))
-    return ImuTable(t=t, x=arr[:, 1:], channels=names)
+        return ImuTable(t=t, x=x[:, idx], channels=list(spec.channels))
+    return ImuTable(t=t, x=x, channels=names)
 
 
 # --------------------------------------------------------------------------------------- video
