@@ -1,17 +1,19 @@
 """`dcat preprocess`: raw recordings -> one synchronized, windowed HDF5 shard per recording.
 
-Per recording, in three passes with flat memory:
+Per recording, with memory that does not grow with the recording's length:
 
-A. materialize: each stream is read once, in chunks, and resampled onto a uniform grid on its own
-   clock (video: frames at --fps by timestamps, resized by the decoder; audio: --audio-sr with soxr;
-   IMU: kept as read). Video and audio go to scratch files beside the output, never whole in
-   memory. Activity envelopes are collected on the way.
-B. align: clock offsets from meta.json are applied; the lag of every stream behind the reference
-   stream (the first video, else audio, else IMU) is estimated from the envelopes and reported;
-   ``align="estimate"`` applies it (moving a grid origin: nothing is decoded again).
+A. read: the IMU CSV (whole, float32 channels) and the audio (decoded in ~10 s chunks, resampled
+   with soxr to --audio-sr into a scratch file beside the output); the video is opened and put on
+   the --fps grid by its timestamps, not decoded yet. Activity envelopes are collected on the way.
+B. align: clock offsets from meta.json are applied. The lag of every stream behind the reference
+   stream (the first video, else audio, else IMU) is estimated from the envelopes and reported
+   after the video is decoded; with ``align="estimate"`` it must be known before windowing, so the
+   video is decoded once into a scratch file first and the lag is applied (a grid origin moves).
 C. window: windows inside the span all streams cover pass a quality gate (coverage, exact length,
-   gaps, NaN, label purity; rejections counted by reason); the kept ones are written in blocks to
-   ``.<id>.h5.tmp``, which is renamed to ``<id>.h5`` only when complete.
+   gaps, NaN, label purity; rejections counted by reason). Each stream's samples that kept windows
+   cover are written once (video decoded forward in chunks straight into the shard, IMU resampled
+   on the window grid, log-mel per run of windows) to ``.<id>.h5.tmp``, renamed to ``<id>.h5`` only
+   when complete.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import shutil
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
