@@ -27,13 +27,10 @@ import torch
 
 from .errors import ShardError
 from .models import frame_indices
-from .shards import SHARD_TYPE, STREAM_TYPE, WINDOWS_TYPE, WindowReader, check_encoding, read_manifest
+from .shards import (FEATURE_DATASETS, SHARD_TYPE, STREAM_TYPE, WINDOWS_TYPE, WindowReader, as_str,
+                     check_encoding, read_manifest)
 
-ARRAY_OF_KIND = {"video": "frames", "imu": "data", "audio": "logmel"}
 
-
-def _s(x) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
 
 
 @dataclass
@@ -94,12 +91,12 @@ class ShardSet:
                 check_encoding(w, WINDOWS_TYPE, f"{path}:/windows")
                 start = w["start_s"][:].astype(np.float64)
                 end = w["end_s"][:].astype(np.float64)
-                labels = np.array([_s(x) for x in w["label"][:]], dtype=object)
+                labels = np.array([as_str(x) for x in w["label"][:]], dtype=object)
                 for s in streams:
                     self._check_stream(f, path, s)
-                rid = _s(f.attrs.get("recording_id", entry.get("recording_id", path.stem)))
-                subj = _s(f.attrs.get("subject", entry.get("subject", "")))
-                sess = _s(f.attrs.get("session", ""))
+                rid = as_str(f.attrs.get("recording_id", entry.get("recording_id", path.stem)))
+                subj = as_str(f.attrs.get("subject", entry.get("subject", "")))
+                sess = as_str(f.attrs.get("session", ""))
             y = np.array([cls_index.get(lab, -1) for lab in labels], dtype=np.int64)
             for lab in labels[y < 0]:
                 unknown[lab] = unknown.get(lab, 0) + 1
@@ -121,8 +118,8 @@ class ShardSet:
                              f"it; rebuild the manifest with `dcat manifest {self.data_dir}`")
         g = f["streams"][s]
         check_encoding(g, STREAM_TYPE, f"{path}:/streams/{s}")
-        kind = _s(g.attrs.get("kind", ""))
-        arr = ARRAY_OF_KIND.get(kind)
+        kind = as_str(g.attrs.get("kind", ""))
+        arr = FEATURE_DATASETS.get(kind)
         if arr is None or arr not in g or "window_start" not in g:
             raise ShardError(f"{path}:/streams/{s}: kind '{kind}' without its arrays "
                              f"('{arr}', 'window_start'); re-create the shard with `dcat preprocess`")
@@ -159,38 +156,14 @@ class ShardSet:
 
 
 def manifest_of_shard(path: Path) -> dict:
-    """A manifest-like dict for a single shard file (settings from its attributes)."""
-    import json
+    """The manifest of one shard file, for using a shard without its directory."""
+    from .manifest import manifest_from_files
 
     path = Path(path)
     try:
-        f = h5py.File(path, "r")
+        return manifest_from_files([path])
     except OSError as e:
         raise ShardError(f"{path}: not an HDF5 shard ({e})") from e
-    with f:
-        check_encoding(f, SHARD_TYPE, str(path))
-        settings = {}
-        try:
-            settings.update(json.loads(_s(f.attrs.get("args_json", "{}"))))
-        except json.JSONDecodeError:
-            pass
-        settings.update({"window_s": float(f.attrs["window_s"]), "stride_s": float(f.attrs["stride_s"])})
-        streams = {}
-        for name, g in f.get("streams", {}).items():
-            kind = _s(g.attrs.get("kind", ""))
-            arr = ARRAY_OF_KIND.get(kind)
-            if arr is None or arr not in g:
-                continue
-            info = {"kind": kind, "rate_hz": float(g.attrs.get("rate_hz", float("nan"))),
-                    "shape": [int(g.attrs.get("samples_per_window", 0)), *g[arr].shape[1:]],
-                    "dtype": str(g[arr].dtype)}
-            if kind == "imu" and "channels" in g.attrs:
-                info["channels"] = [_s(c) for c in g.attrs["channels"]]
-            streams[name] = info
-        labels = sorted({_s(x) for x in f["windows"]["label"][:]}) if "windows" in f else []
-        return {"encoding-type": "dcat-manifest", "encoding-version": "1", "classes": labels, "settings": settings,
-                "streams": streams, "shards": [{"file": path.name, "recording_id": _s(f.attrs.get("recording_id", path.stem)),
-                                                "subject": _s(f.attrs.get("subject", ""))}]}
 
 
 def stream_reads(shards: ShardSet, streams: list[str], frames: dict | None = None) -> dict:
@@ -201,7 +174,7 @@ def stream_reads(shards: ShardSet, streams: list[str], frames: dict | None = Non
         idx = None
         if kind == "video" and frames and frames.get(s):
             idx = frame_indices(shards.shape(s)[0], frames[s])
-        out[s] = (ARRAY_OF_KIND[kind], idx)
+        out[s] = (FEATURE_DATASETS[kind], idx)
     return out
 
 

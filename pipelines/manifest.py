@@ -12,6 +12,7 @@ from . import __version__
 from .errors import DcatError, ShardError
 from .shards import (
     ENCODING_VERSION,
+    FEATURE_DATASETS,
     MANIFEST_NAME,
     MANIFEST_TYPE,
     SHARD_TYPE,
@@ -21,7 +22,6 @@ from .shards import (
     check_encoding,
 )
 
-FEATURE_DATASETS = {"video": ("frames",), "imu": ("data",), "audio": ("logmel", "waveform")}
 # settings that every shard of a directory must share
 SHARED_SETTINGS = ("fps", "imu_hz", "audio_sr", "window_s", "stride_s", "video_size", "n_mels", "n_fft",
                    "hop_length", "audio_waveform")
@@ -46,7 +46,7 @@ def read_shard_summary(path: Path) -> dict:
         for name, g in h["streams"].items():
             check_encoding(g, STREAM_TYPE, f"{path}:/streams/{name}")
             kind = str(g.attrs["kind"])
-            main = FEATURE_DATASETS[kind][0]
+            main = FEATURE_DATASETS[kind]
             shape = [int(g.attrs["samples_per_window"])] + list(g[main].shape[1:])  # per window
             s = {"kind": kind, "rate_hz": float(g.attrs["rate_hz"]), "shape": shape,
                  "dtype": str(g[main].dtype), "dataset": main}
@@ -67,6 +67,11 @@ def build_manifest(shards_dir: Path) -> dict:
     files = shard_files(shards_dir)
     if not files:
         raise DcatError(f"{shards_dir}: no shards (*.h5); run `dcat preprocess RAW --out {shards_dir}`")
+    return manifest_from_files(files)
+
+
+def manifest_from_files(files: list[Path]) -> dict:
+    """The manifest of these shard files (also of a single shard used without its directory)."""
     shards, per_class, per_subject = [], Counter(), Counter()
     streams: dict[str, dict] = {}
     settings = None
@@ -174,7 +179,7 @@ def validate_shards(shards_dir: Path) -> list[str]:
                     for a in ("rate_hz", "samples_per_window", "unit", "resample_method"):
                         if a not in gs.attrs:
                             problems.append(f"{where}: missing attribute '{a}'")
-                    main = FEATURE_DATASETS[kind][0]
+                    main = FEATURE_DATASETS[kind]
                     if main not in gs or "window_start" not in gs:
                         problems.append(f"{where}: dataset '{main}' or 'window_start' missing")
                         continue

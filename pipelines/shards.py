@@ -16,11 +16,15 @@ MANIFEST_TYPE = "dcat-manifest"
 ENCODING_VERSION = "1"
 KNOWN_VERSIONS = ("1",)
 
+# the per-window feature array of each stream kind (audio may also carry "waveform")
+FEATURE_DATASETS = {"video": "frames", "imu": "data", "audio": "logmel"}
+
 MANIFEST_NAME = "manifest.json"
 INFO_NAME = "preprocess-info.json"
 
 
-def _s(x: Any) -> str:
+def as_str(x: Any) -> str:
+    """An HDF5 string attribute or element (bytes or str) as str."""
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
@@ -33,10 +37,10 @@ def check_encoding(obj, expected_type: str, where: str) -> str:
     if "encoding-type" not in attrs:
         raise ShardError(f"{where}: no 'encoding-type' attribute: not a dcat {expected_type} "
                          "(re-create it with `dcat preprocess`)")
-    etype = _s(attrs["encoding-type"])
+    etype = as_str(attrs["encoding-type"])
     if etype != expected_type:
         raise ShardError(f"{where}: encoding-type is '{etype}', expected '{expected_type}'")
-    ver = _s(attrs.get("encoding-version", ""))
+    ver = as_str(attrs.get("encoding-version", ""))
     if ver not in KNOWN_VERSIONS:
         raise ShardError(f"{where}: {expected_type} encoding-version '{ver}' is not one this dcat reads "
                          f"({', '.join(KNOWN_VERSIONS)}): upgrade dcat, or re-run `dcat preprocess` "
@@ -76,7 +80,6 @@ def read_manifest(shards_dir: Path) -> dict:
 
 
 # ------------------------------------------------------------------ window packing and reading
-FEATURE_DATASETS = {"video": "frames", "imu": "data", "audio": "logmel"}
 
 
 def pack_windows(first: "np.ndarray", length: int):
@@ -117,7 +120,7 @@ class WindowReader:
     def __init__(self, group, dataset: str | None = None):
         import numpy as np
 
-        kind = _s(group.attrs["kind"])
+        kind = as_str(group.attrs["kind"])
         self.dataset = dataset or FEATURE_DATASETS[kind]
         self.ds = group[self.dataset]
         wkey = "waveform_window_start" if self.dataset == "waveform" else "window_start"
