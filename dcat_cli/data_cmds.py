@@ -167,11 +167,8 @@ def inspect_cmd(
         for sub in subs:
             ct.add_column(sub, justify="right")
         ct.add_column("total", justify="right")
-        per = {}
-        for rec in _per_class_subject(shards_dir):
-            per[(rec[0], rec[1])] = per.get((rec[0], rec[1]), 0) + rec[2]
         for c in r["classes"]:
-            ct.add_row(c, *[str(per.get((c, s), 0)) for s in subs], str(r["windows_per_class"][c]))
+            ct.add_row(c, *[str(r["windows_per_class_subject"][c][s]) for s in subs], str(r["windows_per_class"][c]))
         ct.add_row("[bold]total[/bold]", *[str(r["windows_per_subject"][s]) for s in subs], str(r["n_windows"]))
         out_console.print(ct)
         rt = Table(title="checks per recording")
@@ -186,15 +183,6 @@ def inspect_cmd(
         out_console.print(rt)
 
     run_guarded(body)
-
-
-def _per_class_subject(shards_dir: Path):
-    from pipelines.shards import read_manifest
-
-    m = read_manifest(shards_dir)
-    for s in m["shards"]:
-        for c, n in s["windows_per_class"].items():
-            yield c, s["subject"], n
 
 
 def validate_cmd(

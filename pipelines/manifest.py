@@ -72,12 +72,15 @@ def build_manifest(shards_dir: Path) -> dict:
 
 def manifest_from_files(files: list[Path]) -> dict:
     """The manifest of these shard files (also of a single shard used without its directory)."""
+    return _manifest_from_summaries([(p, read_shard_summary(p)) for p in files])
+
+
+def _manifest_from_summaries(summaries: list[tuple[Path, dict]]) -> dict:
     shards, per_class, per_subject = [], Counter(), Counter()
     streams: dict[str, dict] = {}
     settings = None
     first = None
-    for p in files:
-        s = read_shard_summary(p)
+    for p, s in summaries:
         st = {k: s["args"].get(k) for k in SHARED_SETTINGS}
         if settings is None:
             settings, first = st, p.name
@@ -233,10 +236,13 @@ def inspect_shards(shards_dir: Path) -> dict:
     files = shard_files(shards_dir)
     if not files:
         raise DcatError(f"{shards_dir}: no shards (*.h5)")
-    m = build_manifest(shards_dir)
+    summaries = [(p, read_shard_summary(p)) for p in files]  # each shard read once
+    m = _manifest_from_summaries(summaries)
     recs = []
-    for p in files:
-        s = read_shard_summary(p)
+    per_class_subject = Counter()
+    for _, s in summaries:
+        for c, n in Counter(s["labels"]).items():
+            per_class_subject[(c, s["subject"])] += n
         ch = s["checks"]
         recs.append({"recording": s["recording_id"], "subject": s["subject"], "windows": s["n_windows"],
                      "rejected": ch.get("rejected", {}), "sync_ok": ch.get("sync_ok"), "rate_ok": ch.get("rate_ok"),
@@ -244,5 +250,7 @@ def inspect_shards(shards_dir: Path) -> dict:
                      "reference_stream": ch.get("reference_stream"), "warnings": ch.get("warnings", [])})
     return {"shards_dir": str(shards_dir), "recordings": len(files), "subjects": sorted(m["windows_per_subject"]),
             "classes": m["classes"], "n_windows": m["n_windows"], "windows_per_class": m["windows_per_class"],
-            "windows_per_subject": m["windows_per_subject"], "streams": m["streams"], "settings": m["settings"],
-            "per_recording": recs}
+            "windows_per_subject": m["windows_per_subject"],
+            "windows_per_class_subject": {c: {sub: per_class_subject[(c, sub)] for sub in sorted(m["windows_per_subject"])}
+                                          for c in m["classes"]},
+            "streams": m["streams"], "settings": m["settings"], "per_recording": recs}

@@ -39,7 +39,7 @@ from .errors import DcatError, RecordingError
 from .features import MelSettings, logmel
 from .raw import Recording, Segment, check_segments_inside, load_recording, read_segments
 from .resample import GAP_FACTOR, measured_rate, resample_irregular, select_frames
-from .timeutil import EPS_S, num_samples, sample_index
+from .timeutil import EPS_S, num_samples, sample_index, sample_indices
 
 BLOCK_BYTES = 32 << 20  # windows are written in blocks of about this many bytes per stream
 VIDEO_CHUNK = 256  # frames decoded per decoder call (about 10 MB at 112x112)
@@ -303,7 +303,7 @@ def _label_windows(starts: np.ndarray, w: float, rec: Recording, segs: list[Segm
         cover[:, names.index(s.label)] += ov
     best = cover.argmax(axis=1) if len(names) else np.zeros(len(starts), int)
     purity = (cover[np.arange(len(starts)), best] / w).astype(np.float32) if len(names) else np.zeros(len(starts), np.float32)
-    return np.array([names[i] for i in best], dtype=object), purity
+    return np.array(names, dtype=object)[best], purity
 
 
 def _sha256(path: Path) -> str:
@@ -472,7 +472,7 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
                 s.t0_s, s.n = a - s.offset_s, n_out
                 s.info["resample_method"] = r.method
             t_win = num_samples(w, s.rate_hz)
-            i0 = np.array([sample_index(c, s.start_rec_s, s.rate_hz) for c in cand], dtype=np.int64)
+            i0 = sample_indices(cand, s.start_rec_s, s.rate_hz)
             first_idx[s.name], per_win[s.name] = i0, t_win
             reject((i0 < 0) | (i0 + t_win > s.n), "length")
             i0c = np.clip(i0, 0, max(0, s.n - t_win))

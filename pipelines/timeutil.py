@@ -26,3 +26,10 @@ def num_samples(duration_s: float, rate_hz: float) -> int:
 def sample_index(time_s: float, t0_s: float, rate_hz: float) -> int:
     """Index of the sample nearest to ``time_s`` on the grid ``t0_s + k / rate_hz`` (half rounds up)."""
     return int(math.floor((time_s - t0_s) * rate_hz + 0.5 + 1e-9))
+
+
+def sample_indices(times_s, t0_s: float, rate_hz: float):
+    """:func:`sample_index` for an array of times (same rounding), as int64."""
+    import numpy as np
+
+    return np.floor((np.asarray(times_s, dtype=np.float64) - t0_s) * rate_hz + 0.5 + 1e-9).astype(np.int64)

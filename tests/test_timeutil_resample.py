@@ -98,3 +98,10 @@ def test_select_frames_by_timestamp():
     gap = np.concatenate([ft[:20], ft[40:]])  # 20 frames missing
     idx, valid = select_frames(gap, np.arange(0, 2, 1 / 30), max_hold_s=2.5 / 30)
     assert not valid[24:40].any() and valid[:20].all() and valid[40:].all()
+
+
+def test_sample_indices_equal_sample_index():
+    from pipelines.timeutil import sample_indices
+
+    times = [0.0, 0.01, 0.3, 1.0, 2.49, -0.02, 123.456]
+    assert sample_indices(times, 0.1, 50).tolist() == [sample_index(t, 0.1, 50) for t in times]
