@@ -4,7 +4,9 @@ Measures, on shards of the sample-data shape (video 60x112x112x3 @ 30 fps, IMU 1
 2 s windows) or on ``--data SHARDS``:
 
 1. the data loader alone (windows/s, warm page cache, no workers): IMU, video (8 of 60 frames
-   kept), and the same with single-window reads (``block_windows=1``) to show what block reads buy;
+   kept), and the same with single-window reads (``block_windows=1``) to show what block reads buy,
+   and with h5py reads of each block's whole span instead of memory-mapped reads of only the
+   samples kept (``*_h5py_span_reads``: the reader before memory maps);
 2. the training step alone on in-memory tensors (windows/s, best of 3 timings): IMU target-only,
    D-CAT with the frozen video source run every step, D-CAT with the source cached, video pretraining;
 3. time per epoch through the real training loop (``pipelines.train.fit``): IMU target-only,
@@ -34,10 +36,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 
-def _loader_rate(ss, ids, streams, frames, block_windows=None, batch_size=32, repeats=1):
+def _loader_rate(ss, ids, streams, frames, block_windows=None, batch_size=32, repeats=1, mmap=True):
     from pipelines.data import BlockDataset, make_loader
 
     ds = BlockDataset(ss, ids, streams, batch_size, shuffle=True, frames=frames, block_windows=block_windows)
+    ds.mmap = mmap  # False: h5py reads of the span a block covers (the reader before memory maps)
     for _ in make_loader(ds, 0):  # one untimed pass: the page cache holds the shards for every variant
         pass
     n = 0
@@ -122,6 +125,8 @@ def main(argv=None):
         "imu_single_window_reads": _loader_rate(ss, ids, ["imu"], None, block_windows=1),
         "video_8_frames": _loader_rate(ss, ids, ["video"], {"video": 8}),
         "video_8_frames_single_window_reads": _loader_rate(ss, ids, ["video"], {"video": 8}, block_windows=1),
+        "video_8_frames_h5py_span_reads": _loader_rate(ss, ids, ["video"], {"video": 8}, mmap=False),
+        "imu_h5py_span_reads": _loader_rate(ss, ids, ["imu"], None, repeats=3, mmap=False),
         "imu_and_video_8_frames": _loader_rate(ss, ids, ["imu", "video"], {"video": 8}),
     }
 

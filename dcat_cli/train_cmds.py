@@ -42,13 +42,20 @@ def _fmt(v, nd=3) -> str:
     return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
 
 
+def _main_process() -> bool:
+    """False in the processes torchrun starts besides rank 0: they print nothing."""
+    import os
+
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
 class RichHooks:
     """Renders training progress on stderr: a bar per epoch and one line per finished epoch."""
 
     def __init__(self, quiet: bool = False):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.quiet = quiet
+        self.quiet = quiet = quiet or not _main_process()
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=err_console,
                                  transient=True, disable=quiet)
@@ -89,6 +96,8 @@ class RichHooks:
 
 
 def _print_info(info: dict, as_json: bool, title: str) -> None:
+    if not _main_process():
+        return
     if as_json:
         out_console.print_json(json.dumps(info))
         return
@@ -171,6 +180,7 @@ def transfer_cmd(
     mcma: bool = typer.Option(True, "--mcma/--no-mcma", help="Masked cross-modal alignment: count each source's term only on windows that source classifies correctly (every method)."),
     norm: str = typer.Option("fro", "--norm", help=NORM_HELP),
     tgt_init: Optional[Path] = typer.Option(None, "--tgt-init", help="Start the target from this checkpoint (default: from scratch)."),
+    misalign: Optional[str] = typer.Option(None, "--misalign", help="Synchronization-robustness study: STREAM=SECONDS pairs the streams as if that stream were late by that much when training (imu=0.5: each imu window is aligned with the source's window 0.5 s earlier; negative: early). Windows whose shifted partner does not exist are masked from the transfer term. Needs the source cache."),
     cache: str = typer.Option("auto", "--cache", help="Cache what the method needs of each frozen source per window (K^T V, logits or pooled embedding, and correctness): 'auto' (unless --augment), 'on', 'off'."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/<src>-to-<tgt>-<split>, runs/<src>-to-<tgt>-<method>-<split> for the baselines, sources joined with '+')."),
     runs: Path = typer.Option(Path("runs"), "--runs", help="Parent folder of runs."),
@@ -215,7 +225,7 @@ def transfer_cmd(
         from pipelines.transfer import TransferConfig, transfer
 
         cfg = TransferConfig(data=str(data), src=src, tgt=tgt, src_ckpt=src_ckpt or None, src_weights=src_weights,
-                             method=method, lam=lam, temperature=temperature, mcma=mcma, norm=norm, tgt_init=str(tgt_init) if tgt_init else None, cache=cache,
+                             method=method, lam=lam, temperature=temperature, mcma=mcma, norm=norm, tgt_init=str(tgt_init) if tgt_init else None, cache=cache, misalign=misalign,
                              runs=str(runs), out=str(out) if out else None, split=split, seed=seed,
                              split_seed=split_seed, test_subjects=_subjects(test_subjects), fold=fold, folds=folds, val_frac=val_frac,
                              test_frac=test_frac, block_s=block_s, guard_s=guard_s, heads=heads, depth=depth,

@@ -4,9 +4,11 @@
   subject, time span and class index, checking the encoding versions and that the streams asked
   for exist with the manifest's shapes. It reads only ``/windows`` and the stream attributes.
 - :class:`BlockDataset` is a torch ``IterableDataset`` that yields whole batches. It reads
-  *contiguous blocks* of windows (one read per block and stream of the samples windows ``i..j-1``
-  cover, each stored once: ``pipelines.shards.WindowReader``), visits blocks in a shuffled order, and shuffles windows inside a buffer of
-  several blocks, so a batch mixes recordings without ever reading single windows. HDF5 files are
+  *blocks* of consecutive windows (one read per block and stream, of only the samples the kept
+  time steps need: ``pipelines.shards.WindowReader``, memory-mapped where the layout allows),
+  visits blocks in a shuffled order, and shuffles windows inside a buffer of several blocks, so a
+  batch mixes recordings without ever reading single windows. The batch plan is computed from the
+  window ids alone; under ``torchrun`` each process takes its slice of every batch. HDF5 files are
   opened lazily in the process that reads them (each DataLoader worker) and the handles are kept;
   they are never pickled to a worker (pytorch/pytorch#11929).
 
@@ -25,6 +27,7 @@ import h5py
 import numpy as np
 import torch
 
+from .distributed import part_of
 from .errors import ShardError
 from .models import frame_indices
 from .shards import (FEATURE_DATASETS, SHARD_TYPE, STREAM_TYPE, WINDOWS_TYPE, WindowReader, as_str,
@@ -207,12 +210,27 @@ class BlockDataset(torch.utils.data.IterableDataset):
     ``buffer_windows`` windows (several blocks); the order depends only on ``seed`` and the epoch
     (:meth:`set_epoch`) and the number of workers, so a resumed run sees the same batches.
     block_windows: most windows per read (default: as many as fit in ``block_mb`` MiB, 8..256).
+
+    Several processes (``world`` > 1, ``rank`` this one; see :mod:`pipelines.distributed`):
+
+    - ``shard="batch"`` (training): every rank computes the same global batch plan and yields its
+      own contiguous slice of each global batch (sizes differ by at most 1), reading only the
+      windows of its slices; each batch then also holds ``part`` = ``[offset, global batch size]``
+      (int64) so the step can weigh its share and draw per-window randomness like one process.
+      A final global batch smaller than ``world`` (at most ``world - 1`` windows, once per epoch
+      and loader worker) is left out, as every rank must take part in every step.
+    - ``shard="block"`` (inference): each rank reads a disjoint subset of the blocks.
+
+    ``mmap`` (class attribute): read through memory maps where the layout allows
+    (:class:`pipelines.shards.WindowReader`); False forces h5py reads (benchmarks compare both).
     """
+
+    mmap = True
 
     def __init__(self, shards: ShardSet, ids, streams: list[str], batch_size: int, *, shuffle: bool = False,
                  seed: int = 0, frames: dict | None = None, block_windows: int | None = None,
                  block_mb: float = 32.0, buffer_windows: int | None = None, num_workers: int = 0,
-                 drop_last: bool = False):
+                 drop_last: bool = False, rank: int = 0, world: int = 1, shard: str = "batch"):
         super().__init__()
         self.shards = shards
         self.ids = np.asarray(ids, dtype=np.int64)
@@ -227,7 +245,18 @@ class BlockDataset(torch.utils.data.IterableDataset):
         self.buffer_windows = int(buffer_windows or max(4 * self.batch_size, 2 * self.block_windows))
         self.num_workers = int(num_workers)
         self.drop_last = drop_last
+        if shard not in ("batch", "block"):
+            raise ValueError(f"shard must be 'batch' or 'block', not {shard!r}")
+        self.rank, self.world, self.shard = int(rank), int(world), shard
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"rank {rank} outside world {world}")
+        if self.world > 1 and shard == "batch" and self.batch_size < self.world:
+            raise ValueError(f"batch size {self.batch_size} is smaller than the {self.world} processes: "
+                             "each needs at least one window per step; raise --batch-size")
         self.blocks = make_blocks(shards, self.ids, self.block_windows)
+        self._block_of = np.zeros(len(self.ids), np.int64)
+        for k, blk in enumerate(self.blocks):
+            self._block_of[blk[3]] = k
         self._files: dict = {}
 
     def __getstate__(self):
@@ -241,17 +270,76 @@ class BlockDataset(torch.utils.data.IterableDataset):
     def _rng(self, worker: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, worker, 0x5EED])
 
-    def _plan(self, worker: int, n_workers: int) -> list:
+    def _lane(self, worker: int, n_workers: int) -> tuple[int, int]:
+        """(lane, lanes) the blocks are dealt over: the loader workers, times the ranks in "block" mode."""
+        if self.world > 1 and self.shard == "block":
+            return self.rank * n_workers + worker, self.world * n_workers
+        return worker, n_workers
+
+    def _plan(self, worker: int, n_workers: int) -> list[int]:
+        """Indices into ``self.blocks`` this (worker, rank) visits, in order."""
+        lane, lanes = self._lane(worker, n_workers)
         order = np.arange(len(self.blocks))
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch, 0x0B10C]).permutation(len(self.blocks))
-        return [self.blocks[k] for k in order[worker::n_workers]]
+        return [int(k) for k in order[lane::lanes]]
+
+    def global_batches(self, worker: int = 0, n_workers: int = 1) -> list[np.ndarray]:
+        """The batches of one loader worker's stream as positions in ``ids``, before any split over
+        ranks: blocks in plan order fill a buffer of at least ``buffer_windows`` windows, shuffled
+        (``shuffle``) and cut into batches; the remainder stays for the next fill. Reads nothing."""
+        plan = self._plan(worker, n_workers)
+        rng = self._rng(self._lane(worker, n_workers)[0])
+        bs = self.batch_size
+        out: list[np.ndarray] = []
+        buf: list[np.ndarray] = []
+        n_buf = 0
+        for bi, k in enumerate(plan):
+            buf.append(self.blocks[k][3])
+            n_buf += len(self.blocks[k][3])
+            last = bi == len(plan) - 1
+            if n_buf >= self.buffer_windows or last:
+                merged = np.concatenate(buf)
+                perm = rng.permutation(n_buf) if self.shuffle else np.arange(n_buf)
+                n_full = n_buf // bs
+                for b in range(n_full):
+                    out.append(self._take(merged, perm[b * bs:(b + 1) * bs]))
+                rest = perm[n_full * bs:]
+                if last:
+                    if len(rest) and not self.drop_last:
+                        out.append(self._take(merged, rest))
+                    buf, n_buf = [], 0
+                else:
+                    buf = [merged[rest]] if len(rest) else []
+                    n_buf = len(rest)
+        return out
+
+    def _take(self, merged: np.ndarray, sel: np.ndarray) -> np.ndarray:
+        return merged[sel if self.shuffle else np.sort(sel)]
+
+    def local_batches(self, worker: int = 0, n_workers: int = 1) -> list[tuple[np.ndarray, int, int]]:
+        """This rank's batches: ``(positions, offset in the global batch, global batch size)``."""
+        out = []
+        for b in self.global_batches(worker, n_workers):
+            n = len(b)
+            if self.world > 1 and self.shard == "batch":
+                if n < self.world:
+                    continue
+                part = part_of(n, self.rank, self.world)
+                out.append((b[part], part.start, n))
+            else:
+                out.append((b, 0, n))
+        return out
 
     def __len__(self) -> int:
         n = 0
-        for w in range(max(1, self.num_workers)):
-            m = sum(len(b[3]) for b in self._plan(w, max(1, self.num_workers)))
-            n += m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+        w = max(1, self.num_workers)
+        for k in range(w):
+            m = sum(len(self.blocks[i][3]) for i in self._plan(k, w))
+            r = m % self.batch_size
+            n += m // self.batch_size
+            if r and not self.drop_last and not (self.world > 1 and self.shard == "batch" and r < self.world):
+                n += 1
         return n
 
     def _reader(self, rec: int, stream: str) -> WindowReader:
@@ -262,13 +350,16 @@ class BlockDataset(torch.utils.data.IterableDataset):
             if f is None:
                 f = h5py.File(path, "r")
                 self._files[("file", rec)] = f
-            self._files[key] = WindowReader(f["streams"][stream], self.reads[stream][0])
+            self._files[key] = WindowReader(f["streams"][stream], self.reads[stream][0], mmap=self.mmap)
         return self._files[key]
 
     def read_block(self, rec: int, i: int, j: int) -> dict:
-        """Windows ``i:j`` of recording ``rec``: one contiguous read per stream (the samples those
-        windows cover, stored once), then each window's (selected) time steps."""
+        """Windows ``i:j`` of recording ``rec``, per stream: each window's (selected) time steps."""
         return {s: self._reader(rec, s).read(i, j, frames=fidx) for s, (_, fidx) in self.reads.items()}
+
+    def read_windows(self, rec: int, wins: np.ndarray) -> dict:
+        """Windows ``wins`` (indices in recording ``rec``), per stream."""
+        return {s: self._reader(rec, s).read_windows(wins, frames=fidx) for s, (_, fidx) in self.reads.items()}
 
     def close(self) -> None:
         for k, f in list(self._files.items()):
@@ -279,37 +370,47 @@ class BlockDataset(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        plan = self._plan(worker, n_workers)
-        rng = self._rng(worker)
-        buf: list[dict] = []
-        n_buf = 0
-        for bi, (rec, i, j, pos) in enumerate(plan):
-            arrays = self.read_block(rec, i, j)
-            part = dict(arrays)  # a block holds windows i..j-1, in the order of ids[pos]
-            part["y"] = self.shards.y[self.ids[pos]]
-            part["idx"] = pos
-            buf.append(part)
-            n_buf += len(pos)
-            last = bi == len(plan) - 1
-            if n_buf >= self.buffer_windows or last:
-                merged = {k: np.concatenate([p[k] for p in buf]) for k in buf[0]}
-                perm = rng.permutation(n_buf) if self.shuffle else np.arange(n_buf)
-                n_full = n_buf // self.batch_size
-                for b in range(n_full):
-                    yield self._batch(merged, perm[b * self.batch_size:(b + 1) * self.batch_size])
-                rest = perm[n_full * self.batch_size:]
-                if last:
-                    if len(rest) and not self.drop_last:
-                        yield self._batch(merged, rest)
-                    buf, n_buf = [], 0
-                else:
-                    buf = [{k: v[rest] for k, v in merged.items()}] if len(rest) else []
-                    n_buf = len(rest)
-
-    def _batch(self, merged: dict, sel: np.ndarray) -> dict:
-        if not self.shuffle:
-            sel = np.sort(sel)
-        return {k: torch.from_numpy(np.ascontiguousarray(v[sel])) for k, v in merged.items()}
+        batches = self.local_batches(worker, n_workers)
+        if not batches:
+            return
+        need = np.concatenate([b for b, _, _ in batches])
+        blk = self._block_of[need]
+        left = np.bincount(blk, minlength=len(self.blocks))  # windows of each block still to be used
+        loaded: dict[int, tuple[np.ndarray, dict]] = {}
+        with_part = self.world > 1 and self.shard == "batch"
+        for pos, off, n_global in batches:
+            kb = self._block_of[pos]
+            for k in np.unique(kb):
+                k = int(k)
+                if k not in loaded:
+                    rec, i, j, bpos = self.blocks[k]
+                    mine = np.sort(need[blk == k])
+                    if len(mine) == len(bpos):  # the whole block: windows i..j-1, in the order of ids[bpos]
+                        loaded[k] = (np.asarray(bpos), self.read_block(rec, i, j))
+                    else:
+                        loaded[k] = (mine, self.read_windows(rec, self.shards.win[self.ids[mine]]))
+            out = {}
+            for k in np.unique(kb):
+                k = int(k)
+                where = np.flatnonzero(kb == k)
+                have, arrays = loaded[k]
+                srt = np.argsort(have, kind="stable")
+                rows = srt[np.searchsorted(have, pos[where], sorter=srt)]
+                for s, a in arrays.items():
+                    if s not in out:
+                        out[s] = np.empty((len(pos), *a.shape[1:]), a.dtype)
+                    o = out[s]
+                    for i, r in zip(where.tolist(), rows.tolist()):  # one contiguous copy per window:
+                        o[i] = a[r]  # 1.4x faster than a masked or fancy-indexed assignment
+                left[k] -= len(where)
+                if left[k] == 0:
+                    del loaded[k]
+            batch = {s: torch.from_numpy(a) for s, a in out.items()}
+            batch["y"] = torch.from_numpy(self.shards.y[self.ids[pos]])
+            batch["idx"] = torch.from_numpy(np.ascontiguousarray(pos, dtype=np.int64))
+            if with_part:
+                batch["part"] = torch.tensor([off, n_global], dtype=torch.int64)
+            yield batch
 
 
 def make_loader(ds: BlockDataset, workers: int = 0, pin_memory: bool = False, seed: int = 0):

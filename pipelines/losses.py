@@ -145,13 +145,15 @@ def feature_kd_loss(z_t: torch.Tensor, z_s: torch.Tensor, keep: torch.Tensor | N
 
 
 def transfer_objective(logits: torch.Tensor, y: torch.Tensor, dists: dict, correct: dict,
-                       weights: dict | None = None, lam: float = 1.0, mcma: bool = True, term: str = "ca"):
+                       weights: dict | None = None, lam: float = 1.0, mcma: bool = True, term: str = "ca",
+                       valid: dict | None = None):
     """``CE + lam * sum_k w_k * L_k`` with ``L_k = mean_w m_kw * dists[k]_w`` (MCMA per source).
 
     ``dists``: source name -> per-window distance [B] (from :func:`alignment_distance`,
     :func:`logit_kd_distance` or :func:`feature_distance`); ``correct``: source name -> [B] bool,
     where that source predicts ``y`` (its own MCMA mask when ``mcma``); ``weights``: source name ->
-    w_k (default 1 each). Empty ``dists``: plain cross-entropy.
+    w_k (default 1 each). Empty ``dists``: plain cross-entropy. ``valid``: source name -> [B] bool,
+    windows that have a source window at all (the misalignment study); the others never count.
 
     Returns ``(loss, terms)``: ``ce``; ``<term>`` = ``sum_k w_k L_k``; per source ``<term>_<k>``
     (``L_k``, unweighted), ``keep_rate_<k>`` (share of windows that count; 1 without MCMA) and
@@ -167,9 +169,12 @@ def transfer_objective(logits: torch.Tensor, y: torch.Tensor, dists: dict, corre
     one = torch.ones((), device=logits.device)
     for k, dist in dists.items():
         ok = correct.get(k)
-        lk = masked_mean(dist, ok if mcma else None)
+        keep = ok if mcma else None
+        if valid and valid.get(k) is not None:
+            keep = valid[k] if keep is None else (keep & valid[k])
+        lk = masked_mean(dist, keep)
         total = total + float(weights.get(k, 1.0)) * lk
-        kr = ok.float().mean() if (mcma and ok is not None) else one
+        kr = keep.float().mean() if keep is not None else one
         acc = ok.float().mean() if ok is not None else one * float("nan")
         terms[f"{term}_{k}"] = lk.detach()
         terms[f"keep_rate_{k}"] = kr.detach()

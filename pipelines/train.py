@@ -16,6 +16,12 @@ resumed run ends with the same weights as an uninterrupted one.
 
 On a GPU the step runs under bf16 autocast; on a CPU in float32. Imports torch, numpy, h5py and
 (for metrics) scikit-learn only.
+
+Under ``torchrun`` (several processes) training is DistributedDataParallel: see
+:mod:`pipelines.distributed` for how the data, the gradient, BatchNorm, metrics and the run folder
+are shared so that the result equals one process's up to floating-point order. With
+``dropout > 0`` the masks differ from one process's: each rank draws its own per step, from a
+generator seeded by (seed, step, rank), so the run is still reproducible and resumable.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from . import distributed as ddp
 from .checkpoint import data_settings, load_checkpoint, save_checkpoint
 from .data import BlockDataset, ShardSet, estimate_stats, make_loader
 from .errors import DcatError
@@ -170,7 +177,8 @@ def configure_threads(threads: int, device: torch.device) -> int:
         busy = os.getloadavg()[0]
     except (OSError, AttributeError):
         busy = 0.0
-    n = int(max(1, min(n_default, (os.cpu_count() or 1) - round(busy))))
+    procs = _local_processes()  # torchrun: the idle cores are shared by this node's processes
+    n = int(max(1, min(n_default, ((os.cpu_count() or 1) - round(busy)) // procs)))
     torch.set_num_threads(n)
     return n
 
@@ -182,33 +190,51 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def _local_processes() -> int:
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def default_workers(workers: int, device: torch.device) -> int:
+    """``workers >= 0``: that many. ``-1``: 0 on a CPU (the step, not the reader, is the limit), on a
+    GPU 4 per process, at most the node's cores divided among its training processes."""
     if workers is not None and workers >= 0:
         return int(workers)
-    return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
+    return max(1, min(4, (os.cpu_count() or 1) // _local_processes())) if device.type == "cuda" else 0
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
+    """Tensors to ``device`` as they are (video stays uint8: 4x fewer bytes to copy; the model
+    converts it to float on the device); asynchronous from pinned memory on CUDA."""
     nb = device.type == "cuda"
     return {k: v.to(device, non_blocking=nb) for k, v in batch.items()}
 
 
-def augment_batch(batch: dict, kinds: dict) -> dict:
+def augment_batch(batch: dict, kinds: dict, part: tuple[int, int] | None = None) -> dict:
     """Light, label-preserving augmentation (uses the torch RNG): video horizontal flip per window;
-    imu / audio: per-window gain in [0.9, 1.1] plus Gaussian noise at 5% of the window's std."""
+    imu / audio: per-window gain in [0.9, 1.1] plus Gaussian noise at 5% of the window's std.
+
+    ``part = (offset, n_global)``: the batch is rows ``offset..`` of a global batch of ``n_global``
+    split over processes; the random numbers are drawn for the whole global batch and sliced, so
+    each window gets what it would get in one process (and every process's RNG stays in step)."""
     out = dict(batch)
     for s, kind in kinds.items():
         if s not in batch:
             continue
         x = batch[s]
         b = x.shape[0]
+        off, n = part if part is not None else (0, b)
         if kind == "video":
-            flip = torch.rand(b, device=x.device) < 0.5
+            flip = (torch.rand(n, device=x.device) < 0.5)[off:off + b]
             out[s] = torch.where(flip.view(b, 1, 1, 1, 1), x.flip(3), x)
         else:
-            gain = 0.9 + 0.2 * torch.rand((b,) + (1,) * (x.dim() - 1), device=x.device)
+            gain = 0.9 + 0.2 * torch.rand((n,) + (1,) * (x.dim() - 1), device=x.device)[off:off + b]
             std = x.flatten(1).std(dim=1).view((b,) + (1,) * (x.dim() - 1))
-            out[s] = x * gain + 0.05 * std * torch.randn_like(x)
+            noise = (torch.randn_like(x) if part is None
+                     else torch.randn((n, *x.shape[1:]), dtype=x.dtype, device=x.device)[off:off + b])
+            out[s] = x * gain + 0.05 * std * noise
     return out
 
 
@@ -253,36 +279,64 @@ def ce_step(stream: str) -> StepFn:
     return step
 
 
+@contextlib.contextmanager
+def _rank_rng(seed: int, step: int, device: torch.device):
+    """Several processes: the step's own random numbers (dropout) come from a generator seeded by
+    (seed, step, rank), restored afterwards, so the shared torch RNG stays the same on every rank
+    (augmentation draws from it for the global batch) and resuming needs no per-rank RNG state."""
+    devs = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devs):
+        torch.manual_seed(int(np.random.SeedSequence([int(seed), int(step), ddp.rank(), 0xD0]).generate_state(1)[0]))
+        yield
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, device, step_fn: StepFn, *, epoch: int, step: int,
-                    grad_clip: float = 1.0, hooks: Hooks | None = None, augment_kinds: dict | None = None):
+                    grad_clip: float = 1.0, hooks: Hooks | None = None, augment_kinds: dict | None = None,
+                    aux: torch.nn.Module | None = None, seed: int = 0):
     """One pass over ``loader``; returns ``(metrics, step)``.
 
     ``metrics``: ``train_loss`` and the mean of each term ``step_fn`` reports (``train_<term>``),
     ``train_acc``, ``train_windows``, ``train_windows_per_s``. Stops with :class:`TrainingError`
     naming the step and the loss terms on a non-finite loss.
+
+    Several processes (``model`` wrapped in DDP, batches carrying ``part``): each rank's loss is
+    scaled by ``world * n_rank / n_global`` before the backward pass, so DDP's gradient average is
+    the gradient of the global batch's mean loss; ``aux`` gradients are averaged likewise; the
+    metrics are summed over ranks; a non-finite loss on any rank stops every rank.
     """
     model.train()
     hooks = hooks or Hooks()
     sums: dict[str, float] = {}
     n = correct = 0
+    multi = ddp.is_distributed()
+    world = ddp.world_size()
     t0 = time.perf_counter()
     for batch in loader:
+        part = batch.pop("part", None)
+        part = (int(part[0]), int(part[1])) if part is not None else None
         batch = to_device(batch, device)
         if augment_kinds:
-            batch = augment_batch(batch, augment_kinds)
-        with autocast(device):
-            loss, terms, logits = step_fn(model, batch)
-        if not torch.isfinite(loss):
-            detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-            raise TrainingError(f"step {step} (epoch {epoch}): the loss is {float(loss.detach())} ({detail}); "
-                                "lower --lr, check the input shards with `dcat validate`, or try --device cpu")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+            batch = augment_batch(batch, augment_kinds, part)
+        b = int(batch["y"].shape[0])
+        with (_rank_rng(seed, step, device) if multi else contextlib.nullcontext()):
+            with autocast(device):
+                loss, terms, logits = step_fn(model, batch)
+            bad = not bool(torch.isfinite(loss))
+            if (ddp.any_true(bad, device) if multi else bad):
+                detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+                what = (f"the loss is {float(loss.detach())} ({detail})" if bad
+                        else "the loss of another process is not finite")
+                raise TrainingError(f"step {step} (epoch {epoch}): {what}; "
+                                    "lower --lr, check the input shards with `dcat validate`, or try --device cpu")
+            optimizer.zero_grad(set_to_none=True)
+            scale = b * world / part[1] if (multi and part is not None) else 1.0
+            (loss * scale if scale != 1.0 else loss).backward()
+        if multi and aux is not None:
+            ddp.all_reduce_grads(aux)
         if grad_clip and grad_clip > 0:
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
         optimizer.step()
         scheduler.step()
-        b = int(batch["y"].shape[0])
         n += b
         correct += int((logits.argmax(1) == batch["y"]).sum())
         lv = float(loss.detach())
@@ -292,6 +346,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, step_fn: StepFn
         step += 1
         hooks.on_step(epoch, step, lv)
     dt = time.perf_counter() - t0
+    if multi:
+        tot = ddp.all_reduce_sum({**{f"sum_{k}": v for k, v in sums.items()}, "n": n, "correct": correct}, device)
+        sums = {k[4:]: v for k, v in tot.items() if k.startswith("sum_")}
+        n, correct = int(round(tot["n"])), int(round(tot["correct"]))
     m = {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
     m.update({"train_acc": correct / max(n, 1), "train_windows": n, "train_windows_per_s": n / max(dt, 1e-9),
               "train_seconds": dt})
@@ -316,11 +374,25 @@ def run_inference(model, loader, device, stream: str) -> dict:
     return {"logits": torch.cat(logits).numpy(), "y": torch.cat(ys).numpy(), "idx": torch.cat(idx).numpy()}
 
 
+def gather_inference(r: dict) -> dict:
+    """Several processes: every rank's :func:`run_inference` result joined, in ``idx`` order, on
+    every rank (so every rank computes the same metrics). One process: ``r`` unchanged."""
+    if not ddp.is_distributed():
+        return r
+    parts = [p for p in ddp.all_gather_object(r) if len(p["y"])]
+    if not parts:
+        return r
+    out = {k: np.concatenate([p[k] for p in parts]) for k in ("logits", "y", "idx")}
+    order = np.argsort(out["idx"], kind="stable")
+    return {k: v[order] for k, v in out.items()}
+
+
 def evaluate_model(model, loader, device, stream: str, classes: list[str], prefix: str = "val") -> dict:
-    """Loss, accuracy and macro-F1 of ``model`` over ``loader`` (keys prefixed ``<prefix>_``)."""
+    """Loss, accuracy and macro-F1 of ``model`` over ``loader`` (keys prefixed ``<prefix>_``).
+    Several processes: each reads its share of the windows; the predictions are gathered first."""
     from .evaluate import classification_metrics
 
-    r = run_inference(model, loader, device, stream)
+    r = gather_inference(run_inference(model, loader, device, stream))
     if len(r["y"]) == 0:
         return {f"{prefix}_loss": float("nan"), f"{prefix}_acc": float("nan"), f"{prefix}_macro_f1": float("nan"),
                 f"{prefix}_windows": 0}
@@ -432,9 +504,19 @@ def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset
     ``aux``: extra trainable parameters the step uses beside ``model`` (the feature-KD projections
     of ``pipelines.transfer``): optimised with the model, saved in both checkpoints under ``aux``
     (not in ``model``, so inference never needs them) and restored on resume.
+
+    Several processes (:mod:`pipelines.distributed`): ``model``'s BatchNorm layers are made
+    synchronous (in place; the state-dict keys stay the same) and it is trained through
+    DistributedDataParallel; ``train_ds`` must be built with this rank (``rank``/``world``) and
+    ``val_loader`` read this rank's share of the validation windows. Only rank 0 reads and writes
+    the run folder (``last.pt`` on resume is read there and sent to the others).
     """
     hooks = hooks or Hooks()
     out = Path(out)
+    multi = ddp.is_distributed()
+    main = ddp.is_main()
+    if multi:
+        model = ddp.sync_batchnorm(model, device)
     workers = default_workers(cfg.workers, device)
     loader = make_loader(train_ds, workers, pin_memory=device.type == "cuda", seed=cfg.seed)
     steps_per_epoch = len(train_ds)
@@ -449,7 +531,8 @@ def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset
     st = FitState()
     metrics_path = out / "metrics.jsonl"
     if resuming:
-        ck = load_checkpoint(out / "last.pt", map_location=device)
+        ck = (ddp.on_main(load_checkpoint, out / "last.pt", map_location="cpu") if multi
+              else load_checkpoint(out / "last.pt", map_location=device))
         model.load_state_dict(ck["model"])
         if aux is not None:
             aux.load_state_dict(ck["aux"])
@@ -458,11 +541,13 @@ def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset
         st = FitState(**ck["fit_state"])
         _set_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else [t.cpu() for t in v])
                         for k, v in ck["rng"].items()})
-        _truncate_metrics(metrics_path, st.epoch)
+        if main:
+            _truncate_metrics(metrics_path, st.epoch)
         hooks.message(f"resuming {out} after epoch {st.epoch + 1} (step {st.step})")
-    else:
+    elif main:
         metrics_path.write_text("")
-    fwd_model = torch.compile(model) if (cfg.compile and device.type == "cuda") else model
+    train_model = ddp.wrap_ddp(model, device) if multi else model
+    fwd_model = torch.compile(train_model) if (cfg.compile and device.type == "cuda") else train_model
     for epoch in range(st.epoch + 1, cfg.epochs):
         if st.stopped_early:
             break
@@ -471,7 +556,7 @@ def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset
         hooks.on_epoch_start(epoch, cfg.epochs, steps_per_epoch)
         tm, st.step = train_one_epoch(fwd_model, loader, optimizer, scheduler, device, step_fn, epoch=epoch,
                                       step=st.step, grad_clip=cfg.grad_clip, hooks=hooks,
-                                      augment_kinds=augment_kinds)
+                                      augment_kinds=augment_kinds, aux=aux, seed=cfg.seed)
         vm = evaluate_model(model, val_loader, device, stream, classes, "val")
         f1, vloss = vm["val_macro_f1"], vm["val_loss"]
         improved = (not math.isnan(f1)) and (f1 > st.best_f1 + 1e-12 or (abs(f1 - st.best_f1) <= 1e-12 and vloss < st.best_loss))
@@ -491,15 +576,17 @@ def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset
                 "best": {"val_macro_f1": st.best_f1, "epoch": st.best_epoch}}
         if aux is not None:
             base["aux"] = aux.state_dict()
-        if improved:
-            save_checkpoint(out / "best.pt", base)
-        save_checkpoint(out / "last.pt", {**base, "optimizer": optimizer.state_dict(),
-                                          "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                                          "fit_state": asdict(st)})
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(_jsonable(row)) + "\n")
+        if main:
+            if improved:
+                save_checkpoint(out / "best.pt", base)
+            save_checkpoint(out / "last.pt", {**base, "optimizer": optimizer.state_dict(),
+                                              "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                                              "fit_state": asdict(st)})
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(_jsonable(row)) + "\n")
         hooks.on_epoch_end(epoch, row)
     train_ds.close()
+    ddp.barrier()
     return st
 
 
@@ -549,39 +636,53 @@ def prepare_split(out: Path, shards: ShardSet, scfg: SplitConfig, resuming: bool
 def pretrain(cfg: TrainConfig, hooks: Hooks | None = None) -> dict:
     """Train one stream's pipeline alone (cross-entropy). Returns an info record:
     ``run_dir``, ``best_epoch``, ``best_val_macro_f1``, ``epochs_run``, ``stopped_early``,
-    ``n_windows`` per part, ``device``, ``seconds``."""
-    hooks = hooks or Hooks()
+    ``n_windows`` per part, ``device``, ``world_size``, ``seconds``.
+
+    Under ``torchrun`` every process calls this; see :mod:`pipelines.distributed`."""
+    device, dinfo = ddp.setup(cfg.device)
+    try:
+        return _pretrain(cfg, hooks, device)
+    finally:
+        ddp.teardown(dinfo)
+
+
+def _pretrain(cfg: TrainConfig, hooks: Hooks | None, device: torch.device) -> dict:
+    hooks = (hooks or Hooks()) if ddp.is_main() else Hooks()
     t0 = time.perf_counter()
     out = default_out(cfg, cfg.modality)
-    resuming = prepare_run_dir(out, cfg.resume, cfg.overwrite)
+    resuming = ddp.on_main(prepare_run_dir, out, cfg.resume, cfg.overwrite)
     if resuming:
-        saved = read_config(out)
+        saved = ddp.on_main(read_config, out)
         keep = {"device": cfg.device, "workers": cfg.workers, "threads": cfg.threads, "resume": True}
         cfg = TrainConfig.from_dict({**saved["args"], **keep})
-    device = resolve_device(cfg.device)
     threads = configure_threads(cfg.threads, device)
     if cfg.d is None:
         cfg.d = 64
     shards = ShardSet(cfg.data, [cfg.modality])
-    split = prepare_split(out, shards, cfg.split_config(), resuming)
+    split = ddp.on_main(prepare_split, out, shards, cfg.split_config(), resuming)
     ids = apply_split(shards, split)
     torch.manual_seed(cfg.seed)
     mc, frames = model_config_for(cfg, shards, cfg.modality, cfg.d)
     model = build_model(mc)
     stats = set_input_stats(model, shards, cfg.modality, ids["train"], cfg.standardize, cfg.seed)
     model.to(device)
-    if not resuming:
+    world = ddp.world_size()
+    if not resuming and ddp.is_main():
         write_config(out, "pretrain", cfg, {"data": _data_record(shards), "model_config": mc.to_dict(),
-                                            "input_stats": stats, "device": str(device), "threads": threads})
+                                            "input_stats": stats, "device": str(device), "threads": threads,
+                                            "world_size": world})
     fr = {cfg.modality: frames}
+    rw = {"rank": ddp.rank(), "world": world}
     train_ds = BlockDataset(shards, ids["train"], [cfg.modality], cfg.batch_size, shuffle=True, seed=cfg.seed,
-                            frames=fr, block_mb=cfg.block_mb)
-    val_ds = BlockDataset(shards, ids["val"], [cfg.modality], max(cfg.batch_size, 64), frames=fr, block_mb=cfg.block_mb)
+                            frames=fr, block_mb=cfg.block_mb, **rw)
+    val_ds = BlockDataset(shards, ids["val"], [cfg.modality], max(cfg.batch_size, 64), frames=fr, block_mb=cfg.block_mb,
+                          shard="block", **rw)
     ckpt_base = {"stage": "pretrain", "model_config": mc.to_dict(), "classes": list(shards.classes),
                  "stream": cfg.modality, "kind": mc.kind, "data": data_settings(shards, cfg.modality, frames),
                  "train_config": cfg.to_dict()}
     hooks.message(f"pretrain {cfg.modality} ({mc.kind}) -> {out}: {len(ids['train'])} train / {len(ids['val'])} val / "
-                  f"{len(ids['test'])} test windows, device {device}")
+                  f"{len(ids['test'])} test windows, device {device}"
+                  + (f", {world} processes (global batch {cfg.batch_size})" if world > 1 else ""))
     st = fit(out=out, cfg=cfg, model=model, train_ds=train_ds, val_loader=make_loader(val_ds, 0), device=device,
              step_fn=ce_step(cfg.modality), stream=cfg.modality, classes=shards.classes, ckpt_base=ckpt_base,
              resuming=resuming, hooks=hooks,
@@ -590,7 +691,7 @@ def pretrain(cfg: TrainConfig, hooks: Hooks | None = None) -> dict:
     return {"run_dir": str(out), "stage": "pretrain", "stream": cfg.modality, "best_epoch": st.best_epoch,
             "best_val_macro_f1": st.best_f1, "epochs_run": st.epoch + 1, "stopped_early": st.stopped_early,
             "n_windows": {k: int(len(v)) for k, v in ids.items()}, "device": str(device), "threads": threads,
-            "seconds": time.perf_counter() - t0}
+            "world_size": world, "seconds": time.perf_counter() - t0}
 
 
 def _data_record(shards: ShardSet) -> dict:

@@ -45,15 +45,17 @@ from pathlib import Path
 
 import torch
 
+from . import distributed as ddp
 from .checkpoint import CheckpointError, check_data, data_settings, load_checkpoint, model_from_checkpoint
 from .data import BlockDataset, ShardSet, make_loader
+from .misalign import format_misalign, parse_misalign, shifted_batches, source_offsets
 from .losses import (DEFAULT_NORM, DEFAULT_TEMPERATURE, METHOD_TERMS, METHODS, NORMS, alignment_distance,
                      feature_distance, kv_scores, logit_kd_distance, transfer_objective)
 from .models import ModelConfig, build_model
 from .splits import SplitConfig, apply_split, check_transfer_split, load_split, make_split, save_split
 from .train import (Hooks, TrainConfig, TrainingError, _data_record, autocast, configure_threads, find_runs, fit,
                     model_config_for,
-                    prepare_run_dir, read_config, resolve_device, set_input_stats, to_device, write_config)
+                    prepare_run_dir, read_config, set_input_stats, to_device, write_config)
 
 CACHE_MAX_BYTES = 8 * 2 ** 30
 #: what each method needs of a source per window (besides its correctness, always kept for MCMA)
@@ -82,7 +84,9 @@ class TransferConfig(TrainConfig):
     ``none``; see :mod:`pipelines.losses`). tgt_init: start the target from this checkpoint.
     cache: ``auto`` (cache the sources unless augmenting), ``on``, ``off``. d: the target's
     attention width (default and, for ``dcat``, required: the sources'). Split options left as
-    None mean: use the (first) source run's split.
+    None mean: use the (first) source run's split. misalign: ``"imu=0.5"``: pair the streams as if
+    that stream were 0.5 s late (the synchronization-robustness study, :mod:`pipelines.misalign`);
+    needs the source cache.
     """
 
     src: str = "video"
@@ -102,6 +106,7 @@ class TransferConfig(TrainConfig):
     block_s: float | None = None
     guard_s: float | None = None
     d: int | None = None
+    misalign: str | None = None
 
     def __post_init__(self):
         self.modality = self.tgt
@@ -117,6 +122,8 @@ class TransferConfig(TrainConfig):
                                     "--src stream (e.g. 1,0.5)") from None
         if self.src_weights is not None:
             self.src_weights = [float(w) for w in self.src_weights]
+        if isinstance(self.misalign, dict):
+            self.misalign = format_misalign(self.misalign) or None
 
     def sources(self) -> list[str]:
         """The source streams, in order."""
@@ -163,6 +170,18 @@ def check_settings(cfg: TransferConfig) -> None:
                             "give one per source, in the same order")
     if any(not math.isfinite(x) or x < 0 for x in w):
         raise TrainingError(f"--src-weights {','.join(f'{x:g}' for x in w)}: weights must be finite and >= 0")
+    shifts = parse_misalign(cfg.misalign)
+    if shifts:
+        unknown = [k for k in shifts if k != cfg.tgt and k not in sources]
+        if unknown:
+            raise TrainingError(f"--misalign {cfg.misalign}: {', '.join(unknown)} is neither the target ({cfg.tgt}) "
+                                f"nor a source ({', '.join(sources)})")
+        if cfg.method == "none":
+            raise TrainingError("--misalign with --method none: without a transfer term the pairing of the streams "
+                                "does not matter; leave --misalign out")
+        if cfg.augment or cfg.cache == "off":
+            raise TrainingError("--misalign reads the shifted source windows once, into the source cache: "
+                                "use it without --augment and with --cache auto or on")
     ck = _names(cfg.src_ckpt)
     if ck and len(ck) != len(sources):
         raise TrainingError(f"--src-ckpt: {len(ck)} checkpoint(s) for {len(sources)} source(s) ({cfg.src}); "
@@ -253,23 +272,37 @@ def source_outputs(source, x, y, need=("scores",), norm: str = DEFAULT_NORM, tap
 
 @torch.no_grad()
 def source_cache(source, shards: ShardSet, ids, stream: str, frames, norm: str, device, batch_size: int = 64,
-                 need=("scores",), tap: PooledTap | None = None) -> dict:
+                 need=("scores",), tap: PooledTap | None = None, offset_s: float = 0.0) -> dict:
     """Run the frozen source once over windows ``ids``; returns ``{"correct": [N] bool, and per
     ``need``: "scores": [N, d, d], "logits": [N, C], "pooled": [N, d]}`` (float32) on ``device``,
-    row i for ``ids[i]``."""
+    row i for ``ids[i]``.
+
+    ``offset_s`` != 0 (misalignment study): the source reads each window ``offset_s`` seconds away
+    from its own span (:func:`pipelines.misalign.shifted_batches`) and the cache also holds
+    ``"valid"`` [N] bool: False where no shifted window exists (the transfer term is masked there);
+    ``correct`` compares the source's prediction with the (unshifted) window's label."""
     source.eval()
     n = len(ids)
     cache = {"correct": torch.zeros(n, dtype=torch.bool, device=device)}
-    ds = BlockDataset(shards, ids, [stream], batch_size, frames={stream: frames})
-    for batch in make_loader(ds, 0):
+    ds = None
+    if offset_s:
+        cache["valid"] = torch.zeros(n, dtype=torch.bool, device=device)
+        batches = shifted_batches(shards, ids, stream, offset_s, batch_size, frames)
+    else:
+        ds = BlockDataset(shards, ids, [stream], batch_size, frames={stream: frames})
+        batches = make_loader(ds, 0)
+    for batch in batches:
         batch = to_device(batch, device)
         with autocast(device):
             r = source_outputs(source, batch[stream], batch["y"], need, norm, tap)
+        if offset_s:
+            r["valid"] = batch["valid"]
         for k, v in r.items():
             if k not in cache:
                 cache[k] = torch.zeros((n, *v.shape[1:]), dtype=v.dtype, device=device)
             cache[k][batch["idx"]] = v
-    ds.close()
+    if ds is not None:
+        ds.close()
     return cache
 
 
@@ -298,7 +331,7 @@ def transfer_step(tgt: str, sources: list[str], models: dict | None = None, *, m
 
     def step(model, batch):
         out = model(batch[tgt])
-        dists, correct = {}, {}
+        dists, correct, valid = {}, {}, {}
         if method != "none":
             s_t = kv_scores(out["k"], out["v"], norm) if method == "dcat" else None
             h_t = tgt_tap.value if method == "feature-kd" else None
@@ -314,8 +347,10 @@ def transfer_step(tgt: str, sources: list[str], models: dict | None = None, *, m
                 else:
                     dists[s] = feature_distance(proj[i](h_t), sv["pooled"])
                 correct[s] = sv["correct"]
+                if "valid" in sv:  # misalignment study: no shifted source window -> no transfer term
+                    valid[s] = sv["valid"]
         loss, terms = transfer_objective(out["logits"], batch["y"], dists, correct, weights, lam=lam, mcma=mcma,
-                                         term=term or "xfer")
+                                         term=term or "xfer", valid=valid)
         return loss, terms, out["logits"]
 
     return step
@@ -331,14 +366,27 @@ def _default_out(cfg: TransferConfig, tag: str) -> Path:
     if cfg.out:
         return Path(cfg.out)
     method = "" if cfg.method == "dcat" else f"-{cfg.method}"
-    return Path(cfg.runs) / f"{'+'.join(cfg.sources())}-to-{cfg.tgt}{method}-{tag}"
+    shift = "".join(f"-shift-{k}{v:+g}" for k, v in sorted(parse_misalign(cfg.misalign).items()))
+    return Path(cfg.runs) / f"{'+'.join(cfg.sources())}-to-{cfg.tgt}{method}{shift}-{tag}"
 
 
 def transfer(cfg: TransferConfig, hooks: Hooks | None = None) -> dict:
     """Train ``cfg.tgt`` from the frozen ``cfg.src`` source(s) with ``cfg.method``; returns an info
     record (run_dir, method, sources and weights, best epoch and validation macro-F1, cache use and
-    its build time, source checkpoints and ``source_unchanged``)."""
-    hooks = hooks or Hooks()
+    its build time, source checkpoints and ``source_unchanged``).
+
+    Under ``torchrun`` every process calls this (see :mod:`pipelines.distributed`): the source
+    cache is built once, each rank running the sources over its share of the training windows,
+    and the shares are exchanged so that every rank holds the whole cache."""
+    device, dinfo = ddp.setup(cfg.device)
+    try:
+        return _transfer(cfg, hooks, device)
+    finally:
+        ddp.teardown(dinfo)
+
+
+def _transfer(cfg: TransferConfig, hooks: Hooks | None, device: torch.device) -> dict:
+    hooks = (hooks or Hooks()) if ddp.is_main() else Hooks()
     t0 = time.perf_counter()
     check_settings(cfg)
     sources = cfg.sources()
@@ -360,10 +408,10 @@ def transfer(cfg: TransferConfig, hooks: Hooks | None = None) -> dict:
         scfg = TrainConfig.from_dict(src_args).split_config()
         split_from = f"source ({src_paths[0].parent})"
     out = _default_out(cfg, scfg.tag())
-    resuming = prepare_run_dir(out, cfg.resume, cfg.overwrite)
+    resuming = ddp.on_main(prepare_run_dir, out, cfg.resume, cfg.overwrite)
     saved_hashes: dict[str, str] = {}
     if resuming:
-        saved = read_config(out)
+        saved = ddp.on_main(read_config, out)
         cfg = TransferConfig.from_dict({**saved["args"], "device": cfg.device, "workers": cfg.workers,
                                         "threads": cfg.threads, "resume": True})
         check_settings(cfg)
@@ -376,7 +424,6 @@ def transfer(cfg: TransferConfig, hooks: Hooks | None = None) -> dict:
                          for s, c in zip(sources, cfg.source_ckpts())]
             src_cks = [load_checkpoint(p) for p in src_paths]
             src_splits = [load_split(p.parent / "split.json") for p in src_paths]
-    device = resolve_device(cfg.device)
     threads = configure_threads(cfg.threads, device)
     shards = ShardSet(cfg.data, [cfg.tgt, *sources])
     for s, p, ck in zip(sources, src_paths, src_cks):
@@ -384,8 +431,9 @@ def transfer(cfg: TransferConfig, hooks: Hooks | None = None) -> dict:
         if list(ck["classes"]) != list(shards.classes):
             raise CheckpointError(f"{p}: the source was trained on classes {ck['classes']}, the shards have "
                                   f"{shards.classes}; pretrain the source on these shards")
-    if resuming and (out / "split.json").is_file():
-        split = load_split(out / "split.json")
+    saved_split = ddp.on_main(lambda: load_split(out / "split.json") if (out / "split.json").is_file() else None)
+    if resuming and saved_split is not None:
+        split = saved_split
     else:
         if split_from == "explicit":
             split = make_split(shards, scfg)
@@ -395,7 +443,7 @@ def transfer(cfg: TransferConfig, hooks: Hooks | None = None) -> dict:
             others = range(1, len(sources))
         for i in others:
             check_transfer_split(src_splits[i], split, f"source {src_paths[i]}")
-    if not resuming:
+    if not resuming and ddp.is_main():
         save_split(out / "split.json", split)
     ids = apply_split(shards, split)
     # models
@@ -452,15 +500,20 @@ def transfer(cfg: TransferConfig, hooks: Hooks | None = None) -> dict:
     if use_cache and need_bytes > CACHE_MAX_BYTES and cfg.cache == "auto":
         hooks.message(f"source cache would need {need_bytes / 2**30:.1f} GiB: running the sources every step")
         use_cache = False
+    offsets = source_offsets(parse_misalign(cfg.misalign), cfg.tgt, sources)
+    if any(offsets.values()) and not use_cache:
+        raise TrainingError(f"--misalign {cfg.misalign}: the shifted source windows are read into the source cache, "
+                            f"which would need {need_bytes / 2**30:.1f} GiB here; use a smaller training set")
     weights = dict(zip(sources, cfg.source_weights()))
     term = METHOD_TERMS[cfg.method]
     src_recs = [{"checkpoint": str(p), "run_dir": str(p.parent), "stream": s, "state_sha256": src_hashes[s],
                  "epoch": ck.get("epoch"), "d": src_d[s], "weight": weights[s]}
                 for s, p, ck in zip(sources, src_paths, src_cks)]
-    if not resuming:
+    world = ddp.world_size()
+    if not resuming and ddp.is_main():
         write_config(out, "transfer", cfg, {
             "data": _data_record(shards), "model_config": mc.to_dict(), "input_stats": stats, "device": str(device),
-            "threads": threads, "method": cfg.method, "loss_term": term,
+            "threads": threads, "world_size": world, "method": cfg.method, "loss_term": term,
             "source": src_recs[0], "sources": src_recs, "split_from": split_from, "tgt_init": init_note})
     src_taps = {s: PooledTap(m) for s, m in src_models.items()} if cfg.method == "feature-kd" else {}
     tgt_tap = PooledTap(model) if cfg.method == "feature-kd" else None
@@ -470,18 +523,24 @@ def transfer(cfg: TransferConfig, hooks: Hooks | None = None) -> dict:
         tc = time.perf_counter()
         caches = {}
         for s in sources:
-            caches[s] = source_cache(src_models[s], shards, ids["train"], s, src_frames[s], cfg.norm, device,
-                                     need=METHOD_NEEDS[cfg.method], tap=src_taps.get(s))
+            mine = ddp.part_of(n_train)  # one process: all; several: this rank's share, then exchanged
+            caches[s] = ddp.gather_rows(
+                source_cache(src_models[s], shards, ids["train"][mine], s, src_frames[s], cfg.norm, device,
+                             need=METHOD_NEEDS[cfg.method], tap=src_taps.get(s), offset_s=offsets[s]),
+                mine, n_train)
+            shifted = (f", read {offsets[s]:+g} s off (--misalign {cfg.misalign}), shifted window inside its run for "
+                       f"{float(caches[s]['valid'].float().mean()) * 100:.0f}%" if offsets[s] else "")
             hooks.message(f"source cache ({s}): {n_train} windows, source correct on "
-                          f"{float(caches[s]['correct'].float().mean()) * 100:.0f}% of them")
+                          f"{float(caches[s]['correct'].float().mean()) * 100:.0f}% of them{shifted}")
         cache_s = time.perf_counter() - tc
         hooks.message(f"source cache built in {cache_s:.1f} s")
     streams = [cfg.tgt] if (use_cache or not uses_sources) else [cfg.tgt, *sources]
     frames_map = {cfg.tgt: frames, **src_frames}
+    rw = {"rank": ddp.rank(), "world": world}
     train_ds = BlockDataset(shards, ids["train"], streams, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                            frames=frames_map, block_mb=cfg.block_mb)
+                            frames=frames_map, block_mb=cfg.block_mb, **rw)
     val_ds = BlockDataset(shards, ids["val"], [cfg.tgt], max(cfg.batch_size, 64), frames=frames_map,
-                          block_mb=cfg.block_mb)
+                          block_mb=cfg.block_mb, shard="block", **rw)
     ckpt_src = [{k: r[k] for k in ("checkpoint", "stream", "state_sha256", "weight")} for r in src_recs]
     ckpt_base = {"stage": "transfer", "model_config": mc.to_dict(), "classes": list(shards.classes),
                  "stream": cfg.tgt, "kind": mc.kind, "data": data_settings(shards, cfg.tgt, frames),
@@ -518,9 +577,10 @@ def transfer(cfg: TransferConfig, hooks: Hooks | None = None) -> dict:
             "split_from": split_from, "best_epoch": st.best_epoch, "best_val_macro_f1": st.best_f1,
             "epochs_run": st.epoch + 1, "stopped_early": st.stopped_early, "cache": use_cache,
             "cache_seconds": cache_s, "source_unchanged": unchanged, "lam": cfg.lam, "mcma": cfg.mcma,
-            "norm": cfg.norm, "temperature": cfg.temperature, "loss_term": term,
+            "norm": cfg.norm, "temperature": cfg.temperature, "loss_term": term, "misalign": cfg.misalign,
+            "source_offsets_s": offsets,
             "n_windows": {k: int(len(v)) for k, v in ids.items()}, "device": str(device),
-            "threads": threads,
+            "threads": threads, "world_size": world,
             "seconds": time.perf_counter() - t0}
 
 
