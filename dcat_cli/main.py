@@ -32,11 +32,12 @@ def _main(
     """dcat: raw recordings -> synchronized shards -> per-sensor models -> D-CAT transfer -> evaluation."""
 
 
-from dcat_cli import data_cmds, demo_cmds, train_cmds  # noqa: E402
+from dcat_cli import data_cmds, demo_cmds, experiment_cmds, train_cmds  # noqa: E402
 
 data_cmds.register(app)
 train_cmds.register(app)
 demo_cmds.register(app)
+experiment_cmds.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

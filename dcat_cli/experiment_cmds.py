@@ -1,0 +1,150 @@
+"""`dcat experiment`: the study grid (pipelines.experiment) with a progress bar and the table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dcat_cli.common import err_console, fail, out_console, run_guarded
+
+
+def _list(s: Optional[str], conv=str) -> list | None:
+    if s is None:
+        return None
+    try:
+        return [conv(x.strip()) for x in s.split(",") if x.strip()]
+    except ValueError:
+        fail(f"'{s}': expected a comma-separated list of {'numbers' if conv is not str else 'names'}")
+
+
+def _onoff(s: Optional[str]) -> list | None:
+    if s is None:
+        return None
+    out = []
+    for x in _list(s):
+        if x.lower() not in ("on", "off", "true", "false"):
+            fail(f"--mcma {s}: write on, off or on,off")
+        out.append(x.lower() in ("on", "true"))
+    return out
+
+
+def experiment_cmd(
+    spec: Optional[Path] = typer.Argument(None, help="SPEC.toml: the grid (every setting below; [train] holds training settings). Options given on the command line override it."),
+    quick: bool = typer.Option(False, "--quick", help="The reduced grid on the bundled sample_data/ (video->imu; D-CAT lambda 0.1/1/10 x MCMA on/off, logit KD, feature KD, no transfer; in distribution and 5 subject folds out of distribution; seeds 0,1; imu shifted +-0.5/+-1 s; 12 epochs, 4 video frames per window)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Experiment folder: runs/, results.csv, results.md, plots/ (default experiments/exp; --quick: experiments/quick)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Shards directory to run on."),
+    raw: Optional[Path] = typer.Option(None, "--raw", help="Or a raw dataset: preprocessed (lag estimate applied) into <out>/shards first."),
+    pairs: Optional[str] = typer.Option(None, "--pairs", help="Comma-separated SOURCE->TARGET pairs (quote them in the shell): 'video->imu,audio->imu'; several sources: 'video+audio->imu'. Default video->imu."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Transfer methods besides the no-transfer baseline (which always runs): dcat,logit-kd,feature-kd (default all three)."),
+    lambdas: Optional[str] = typer.Option(None, "--lambdas", help="D-CAT lambdas (default 0.1,1,10)."),
+    mcma: Optional[str] = typer.Option(None, "--mcma", help="D-CAT with MCMA on, off, or on,off (default)."),
+    splits: Optional[str] = typer.Option(None, "--splits", help="id, ood or id,ood (default)."),
+    folds: Optional[int] = typer.Option(None, "--folds", help="Out-of-distribution subject folds; every fold runs (default: one per subject, at most 5)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds (default 0,1,2). Each seed draws its own split and initialisation; every (fold, seed) is one paired comparison."),
+    shifts: Optional[str] = typer.Option(None, "--shifts", help="Misalignment study: shift magnitudes in seconds, each run at + and - (default 0.5,1; '' for none). D-CAT at --shift-lambda, MCMA on."),
+    shift_stream: Optional[str] = typer.Option(None, "--shift-stream", help="The stream shifted in the misalignment study (default: the pair's target)."),
+    shift_lambda: Optional[float] = typer.Option(None, "--shift-lambda", help="D-CAT lambda of the misalignment study (default 1)."),
+    baseline_lambda: Optional[float] = typer.Option(None, "--baseline-lambda", help="Weight of the logit-KD / feature-KD term (default 1)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Logit-KD temperature (default 4)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Most epochs per run (default 20; --quick 12)."),
+    d: Optional[int] = typer.Option(None, "--d", help="Attention width of every model (default 64)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Cells run at once (0, default: one per CPU core divided by --threads; 1 on a GPU)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads per cell (default 1: a cell's numbers do not depend on --jobs)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu (default), cuda, auto."),
+    title: Optional[str] = typer.Option(None, "--title", help="Title of results.md."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Retrain cells whose saved settings differ from the spec's (finished cells with the same settings are always kept)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and exit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result (rows, paths) as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+) -> None:
+    """Run the paper's study as one resumable grid: source->target pairs x D-CAT lambdas x MCMA on/off,
+    the baselines, in and out of distribution, several seeds, and the misalignment study.
+
+    Writes results.csv (one row per run), results.md (mean +- std over seeds and folds, the paired
+    difference to the uni-modal baseline with a 95% CI, sync robustness, overfitting) and plots/.
+    Run it again to resume: finished cells are skipped.
+
+    Examples: `dcat experiment --quick`; `dcat experiment spec.toml --jobs 2`;
+    `dcat experiment --data shards --pairs 'video->imu,audio->imu' --seeds 0,1,2 --out experiments/a`.
+    """
+
+    def body():
+        from pipelines.experiment import ExperimentConfig, ExperimentError, load_spec, quick_config, run_experiment
+
+        d0 = load_spec(spec) if spec else {}
+        over = {k: v for k, v in dict(
+            out=str(out) if out else None, data=str(data) if data else None, raw=str(raw) if raw else None,
+            pairs=_list(pairs), methods=_list(methods), lambdas=_list(lambdas, float), mcma=_onoff(mcma),
+            splits=_list(splits), folds=folds, seeds=_list(seeds, int), shifts=_list(shifts, float),
+            shift_stream=shift_stream, shift_lambda=shift_lambda, baseline_lambda=baseline_lambda,
+            temperature=temperature, jobs=jobs, threads=threads, device=device, title=title).items() if v is not None}
+        if data:
+            over["raw"] = None
+        if raw:
+            over["data"] = None
+        train = dict(d0.pop("train", {}) or {})
+        if epochs is not None:
+            train["epochs"] = epochs
+        if d is not None:
+            train["d"] = d
+        if quick:
+            if spec:
+                raise ExperimentError("--quick is its own spec: give either SPEC.toml or --quick")
+            q = quick_config()
+            cfg = quick_config(**over, train={**q.train, **train}, overwrite=overwrite)
+        else:
+            cfg = ExperimentConfig.from_dict({**d0, **over, "train": train, "overwrite": overwrite},
+                                             str(spec) if spec else "options")
+        log = (lambda s: None) if quiet else (lambda s: err_console.print(f"[bold]experiment[/bold] {s}", highlight=False))
+        if dry_run:
+            res = run_experiment(cfg, log, dry_run=True)
+            if as_json:
+                out_console.print_json(json.dumps([{"cell": c["cell"], "role": c["role"], "deps": c["deps"],
+                                                    "settings": c["settings"]} for c in res["cells"]]))
+                return
+            for c in res["cells"]:
+                out_console.print(f"{c['role']:9s} {c['cell']}", highlight=False)
+            out_console.print(f"{res['total']} cells in {res['out']}", highlight=False)
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        prog = Progress(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[last]}"), console=err_console, transient=True, disable=quiet)
+
+        with prog:
+            task = prog.add_task("cells", total=None, last="")
+
+            def on_cell(c, status, row, done, total):
+                prog.update(task, total=total, completed=done, last=f"{c['cell']} {status}")
+                if quiet or status == "skipped":
+                    return
+                if status == "ok":
+                    f1 = row.get("test_macro_f1")
+                    err_console.print(f"  [green]done[/green] {c['cell']}: test macro-F1 "
+                                      f"{f1:.3f} ({row['seconds']:.0f} s)" if f1 is not None else
+                                      f"  done {c['cell']}", highlight=False)
+                else:
+                    err_console.print(f"  [red]{status}[/red] {c['cell']}", highlight=False)
+
+            res = run_experiment(cfg, log, on_cell)
+        if as_json:
+            out_console.print_json(json.dumps(res, default=float))
+        else:
+            md = Path(res["out"]) / "results.md"
+            if md.is_file():
+                out_console.print(md.read_text(), markup=False, highlight=False)
+            out_console.print(f"{res['ran']} cells run, {res['skipped']} finished before, {len(res['failed'])} failed, "
+                              f"{res['blocked']} blocked; {res['seconds']:.0f} s. Results: {res['out']}/results.md, "
+                              "results.csv, plots/", highlight=False)
+        if res["failed"] or res["blocked"]:
+            fail(f"{len(res['failed'])} cell(s) failed ({', '.join(sorted(res['failed']))}); see "
+                 f"{res['out']}/failed.json. Fix the cause and run the same command again: finished cells are kept.")
+
+    run_guarded(body)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("experiment")(experiment_cmd)

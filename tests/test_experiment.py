@@ -1,0 +1,190 @@
+"""`dcat experiment`: a tiny grid end to end, its tables, resuming, failures, and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from _fake_shards import write_fake_shards
+from dcat_cli.main import app
+from pipelines import experiment as ex
+from pipelines.experiment import ExperimentConfig, ExperimentError, build_cells, run_experiment
+from pipelines.report import COLUMNS
+
+FAKE = dict(subjects=("s01", "s02", "s03", "s04"), recordings_per_subject=1, duration_s=24.0, seed=4, imu_snr=0.6)
+TRAIN = dict(epochs=2, d=16, heads=2, batch_size=16, block_s=6.0, video_frames=4, patience=0)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exp")
+    write_fake_shards(root / "shards", streams=("video", "imu", "audio"), **FAKE)
+    return root / "shards"
+
+
+def _cfg(shards, out, **kw):
+    base = dict(out=str(out), data=str(shards), pairs=["video->imu"], methods=["dcat", "logit-kd"], lambdas=[1.0],
+                mcma=[True, False], splits=["id", "ood"], folds=2, seeds=[0], shifts=[1.0], train=dict(TRAIN),
+                jobs=1, threads=1)
+    base.update(kw)
+    return ExperimentConfig(**base)
+
+
+def _rows(out):
+    with open(Path(out) / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_grid_has_every_cell_once():
+    cfg = ExperimentConfig(data="x", pairs=["video->imu", "audio->imu"], lambdas=[0.1, 1, 10], mcma=[True, False],
+                           splits=["id", "ood"], folds=5, seeds=[0, 1, 2], shifts=[0.5, 1.0])
+    cells = build_cells(cfg, n_subjects=5)
+    units = 3 + 5 * 3
+    per_unit = (2 + 1  # sources video, audio; one baseline for imu
+                + 2 * (3 * 2 + 2 + 4))  # per pair: dcat 3 lambdas x MCMA, logit/feature KD, 4 shifts
+    assert len(cells) == units * per_unit
+    assert len({c["cell"] for c in cells}) == len(cells)
+    # a transfer depends on its own unit's sources only
+    for c in cells:
+        for d in c["deps"]:
+            assert d.split("/")[0] == c["cell"].split("/")[0] and "/src-" in d
+    shifts = sorted({c["settings"].get("shift_s") for c in cells if "shift_s" in c["settings"]})
+    assert shifts == [-1.0, -0.5, 0.5, 1.0]
+    with pytest.raises(ExperimentError, match="folds 6"):
+        build_cells(ExperimentConfig(data="x", folds=6), n_subjects=5)
+    with pytest.raises(ExperimentError, match="SOURCE->TARGET"):
+        build_cells(ExperimentConfig(data="x", pairs=["video-imu"]), n_subjects=5)
+    with pytest.raises(ExperimentError, match="unknown setting"):
+        ExperimentConfig.from_dict({"data": "x", "lambda": [1]})
+    with pytest.raises(ExperimentError, match="learning_rate"):
+        build_cells(ExperimentConfig(data="x", train={"learning_rate": 1}), n_subjects=5)
+
+
+def test_tiny_grid_end_to_end_then_resume(shards, tmp_path):
+    out = tmp_path / "exp"
+    cfg = _cfg(shards, out)
+    res = run_experiment(cfg)
+    n_units = 1 + 2
+    per_unit = 1 + 1 + 2 + 1 + 2  # source, baseline, dcat MCMA on/off, logit KD, shift -1/+1
+    assert res["total"] == n_units * per_unit and res["ran"] == res["total"] and not res["failed"]
+    rows = _rows(out)
+    assert len(rows) == res["total"] and list(rows[0]) == list(COLUMNS)
+    by = {r["cell"]: r for r in rows}
+    for r in rows:
+        assert 0.0 <= float(r["test_macro_f1"]) <= 1.0 and r["run_dir"]
+    # sources are trained once per unit and reused by every transfer of the unit
+    pretrain_runs = [p.parent for p in out.glob("runs/*/*/config.json")
+                     if json.loads(p.read_text())["stage"] == "pretrain"]
+    assert len(pretrain_runs) == n_units
+    for p in out.glob("runs/*/*/config.json"):
+        c = json.loads(p.read_text())
+        if c["stage"] == "transfer":
+            unit = p.parent.parent.name
+            assert Path(c["source"]["run_dir"]) == out / "runs" / unit / "src-video"
+            # the transfer uses its source's split, so the source never saw the target's test part
+            assert json.loads((p.parent / "split.json").read_text()) == \
+                json.loads((out / "runs" / unit / "src-video" / "split.json").read_text())
+    # out of distribution: the two folds hold out different subjects, and each source trained without them
+    tests = {by[f"ood-f{k}of2-s0/src-video"]["test_subjects"] for k in (0, 1)}
+    assert len(tests) == 2 and set(";".join(tests).split(";")) == {"s01", "s02", "s03", "s04"}
+    for k in (0, 1):
+        sp = json.loads((out / "runs" / f"ood-f{k}of2-s0" / "src-video" / "split.json").read_text())
+        assert sp["mode"] == "ood"
+    # rows carry the settings; the transfer's source F1 is its unit's source row
+    r = by["id-s0/video-to-imu-dcat-lam1-mcma"]
+    assert (r["role"], r["method"], r["lam"], r["mcma"], r["src"], r["tgt"]) == ("transfer", "dcat", "1.0", "true",
+                                                                                 "video", "imu")
+    assert float(r["src_test_macro_f1"]) == pytest.approx(float(by["id-s0/src-video"]["test_macro_f1"]))
+    assert by["id-s0/video-to-imu-dcat-lam1-mcma-shift-imu+1"]["shift_s"] == "1.0"
+    base = by["id-s0/base-imu"]
+    assert float(base["gap"]) == pytest.approx(float(base["train_macro_f1"]) - float(base["val_macro_f1"]))
+    # the table: the paired difference of D-CAT (MCMA) to the baseline, recomputed here
+    md = (out / "results.md").read_text()
+    diffs = [float(by[f"{u}/video-to-imu-dcat-lam1-mcma"]["test_macro_f1"]) - float(by[f"{u}/base-imu"]["test_macro_f1"])
+             for u in ("ood-f0of2-s0", "ood-f1of2-s0")]
+    want = f"{np.mean(diffs):+.3f}"
+    line = next(x for x in md.splitlines() if x.startswith("| out of distribution | video->imu D-CAT lambda 1, MCMA |"))
+    assert want in line, (want, line)
+    assert "| in distribution | imu alone" in md and "logit KD" in md and "no MCMA" in md
+    assert "Sync robustness" in md and "Overfitting" in md
+    for png in ("lambda.png", "mcma.png", "id_vs_ood.png", "shift.png"):
+        assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # resume: nothing is retrained
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/best.pt")}
+    res2 = run_experiment(cfg)
+    assert res2["ran"] == 0 and res2["skipped"] == res["total"]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/best.pt")} == mtimes
+    assert _rows(out) == rows
+    # a cell cut off before it finished (no cell.json) is the only one run again
+    cut = out / "runs" / "ood-f1of2-s0" / "video-to-imu-logit-kd-lam1"
+    (cut / "cell.json").unlink()
+    res3 = run_experiment(cfg)
+    assert res3["ran"] == 1 and res3["skipped"] == res["total"] - 1
+    nosec = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+    assert nosec(_rows(out)) == nosec(rows)  # it resumed from last.pt at the end of training: same numbers
+    # other settings for the same cells are refused, not mixed in
+    with pytest.raises(ExperimentError, match="other settings.*epochs"):
+        run_experiment(_cfg(shards, out, train={**TRAIN, "epochs": 3}))
+
+
+def test_a_failed_cell_blocks_only_what_needs_it(shards, tmp_path, monkeypatch):
+    real = ex.run_cell
+
+    def flaky(cell, *a, **k):
+        if cell["cell"] == "id-s0/src-video":
+            raise ex.ExperimentError("disk full (simulated)")
+        return real(cell, *a, **k)
+
+    monkeypatch.setattr(ex, "run_cell", flaky)
+    out = tmp_path / "exp"
+    cfg = _cfg(shards, out, splits=["id"], seeds=[0, 1], methods=["dcat"], mcma=[True], shifts=[])
+    res = run_experiment(cfg)
+    assert list(res["failed"]) == ["id-s0/src-video"] and "disk full" in res["failed"]["id-s0/src-video"]
+    assert res["blocked"] == 2  # that unit's baseline and transfer
+    assert res["ran"] == 3  # seed 1's unit is complete
+    assert {r["cell"] for r in _rows(out)} == {"id-s1/src-video", "id-s1/base-imu", "id-s1/video-to-imu-dcat-lam1-mcma"}
+    assert "disk full" in (out / "failed.json").read_text()
+    monkeypatch.setattr(ex, "run_cell", real)
+    res = run_experiment(cfg)  # fixed: the same command finishes the grid
+    assert res["ran"] == 3 and res["skipped"] == 3 and not res["failed"] and not (out / "failed.json").exists()
+
+
+def test_parallel_cells_give_the_same_numbers(shards, tmp_path):
+    kw = dict(splits=["id"], seeds=[0], methods=["dcat"], mcma=[True], shifts=[])
+    one = run_experiment(_cfg(shards, tmp_path / "one", **kw))
+    two = run_experiment(_cfg(shards, tmp_path / "two", jobs=2, **kw))
+    assert one["ran"] == two["ran"] == 3
+    f1 = lambda res: {r["cell"]: (r["test_macro_f1"], r["val_macro_f1"], r["train_macro_f1"]) for r in res["rows"]}
+    assert f1(one) == f1(two)
+
+
+def test_cli_spec_options_and_errors(shards, tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'data = "{shards}"\npairs = ["video->imu", "audio->imu"]\nlambdas = [0.1, 1]\nseeds = [0]\n'
+                    'splits = ["id"]\nshifts = []\n[train]\nepochs = 1\n')
+    r = CliRunner().invoke(app, ["experiment", str(spec), "--dry-run", "--out", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.output.splitlines() if x.startswith(("source", "baseline", "transfer"))]
+    # sources video, audio; baseline imu; per pair 2 lambdas x 2 MCMA + logit KD + feature KD
+    assert len(lines) == 2 + 1 + 2 * (4 + 2)
+    # an option overrides the spec
+    r = CliRunner().invoke(app, ["experiment", str(spec), "--dry-run", "--lambdas", "1", "--mcma", "on",
+                                 "--methods", "dcat", "--json"])
+    assert r.exit_code == 0, r.output
+    cells = json.loads(r.output)
+    assert [c["cell"] for c in cells if c["role"] == "transfer"] == ["id-s0/video-to-imu-dcat-lam1-mcma",
+                                                                      "id-s0/audio-to-imu-dcat-lam1-mcma"]
+    assert all(c["settings"]["epochs"] == 1 for c in cells)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('data = "x"\nlambda = [1]\n')
+    r = CliRunner().invoke(app, ["experiment", str(bad)])
+    assert r.exit_code == 1 and "bad.toml" in r.output and "lambda" in r.output
+    r = CliRunner().invoke(app, ["experiment", "--quick", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "experiments/quick" in r.output.splitlines()[-1]
