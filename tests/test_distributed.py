@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -157,11 +158,20 @@ def test_two_gloo_processes_train_like_one(shards, tmp_path):
                                 ["pretrain", "--modality", "imu", "--out", str(r / "imu-cut"), "--resume", "--quiet",
                                  "--json", "--threads", "1"]]))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        str(ROOT / "tests" / "_ddp_job.py"), str(jobs)], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=240)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    infos = [json.loads(x) for x in p.stdout.replace("}\n{", "}\n\x00{").split("\x00") if x.strip()]
+    # own process group: on a timeout (or a failing test) the launcher *and* its workers are killed,
+    # never left running
+    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          str(ROOT / "tests" / "_ddp_job.py"), str(jobs)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = p.communicate(timeout=240)
+    finally:
+        try:  # the workers too, even if the launcher has exited
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert p.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    infos = [json.loads(x) for x in stdout.replace("}\n{", "}\n\x00{").split("\x00") if x.strip()]
     assert [i["world_size"] for i in infos] == [2, 2, 2]  # printed by rank 0 only, once per command
     assert infos[1]["cache"] is True and infos[1]["source_unchanged"] is True
     _same_run(r / "imu-1", r / "imu-2")
