@@ -32,7 +32,7 @@ def _onoff(s: Optional[str]) -> list | None:
 
 
 def experiment_cmd(
-    spec: Optional[Path] = typer.Argument(None, help="SPEC.toml: the grid (every setting below; [train] holds training settings). Options given on the command line override it."),
+    spec: Optional[Path] = typer.Argument(None, help="SPEC.toml: the grid (every setting below; its 'train' table holds training settings such as epochs). Options given on the command line override it."),
     quick: bool = typer.Option(False, "--quick", help="The reduced grid on the bundled sample_data/ (video->imu; D-CAT lambda 0.1/1/10 x MCMA on/off, logit KD, feature KD, no transfer; in distribution and 5 subject folds out of distribution; seeds 0,1; imu shifted +-0.5/+-1 s; 12 epochs, 4 video frames per window)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Experiment folder: runs/, results.csv, results.md, plots/ (default experiments/exp; --quick: experiments/quick)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Shards directory to run on."),
