@@ -56,6 +56,11 @@ def test_the_grid_has_every_cell_once():
             assert d.split("/")[0] == c["cell"].split("/")[0] and "/src-" in d
     shifts = sorted({c["settings"].get("shift_s") for c in cells if "shift_s" in c["settings"]})
     assert shifts == [-1.0, -0.5, 0.5, 1.0]
+    # several sources at once: one cell that needs both sources; no shift study (one source only)
+    multi = build_cells(ExperimentConfig(data="x", pairs=["video+audio->imu"], lambdas=[1], mcma=[True],
+                                         methods=["dcat"], splits=["id"], seeds=[0]), n_subjects=5)
+    assert [(c["cell"], c["deps"]) for c in multi if c["role"] == "transfer"] == [
+        ("id-s0/video+audio-to-imu-dcat-lam1-mcma", ["id-s0/src-video", "id-s0/src-audio"])]
     with pytest.raises(ExperimentError, match="folds 6"):
         build_cells(ExperimentConfig(data="x", folds=6), n_subjects=5)
     with pytest.raises(ExperimentError, match="SOURCE->TARGET"):
