@@ -272,7 +272,6 @@ def _eval_f1(run_dir: Path, part: str, threads: int, device: str, write: bool = 
 def run_cell(cell: dict, data: str, run_dir: str, src_dirs: dict, threads: int, device: str) -> dict:
     """Train and evaluate one cell; write ``cell.json``; return its result row (without the
     source's F1, which the caller fills in)."""
-    from .checkpoint import CheckpointError  # noqa: F401  (imported for its side effects on pickling)
     from .shards import atomic_write_text
     from .train import TrainConfig, pretrain
     from .transfer import TransferConfig, transfer
@@ -365,14 +364,11 @@ def _subjects_in(data: Path) -> int:
 def _default_jobs(cfg: ExperimentConfig) -> int:
     if cfg.jobs and cfg.jobs > 0:
         return int(cfg.jobs)
-    if cfg.device not in ("cpu",):
-        try:
-            import torch
+    if cfg.device != "cpu":
+        import torch
 
-            if torch.cuda.is_available() and cfg.device != "cpu":
-                return 1
-        except ImportError:  # pragma: no cover
-            pass
+        if torch.cuda.is_available():  # one GPU: the cells take turns on it
+            return 1
     return max(1, (os.cpu_count() or 1) // max(1, cfg.threads))
 
 

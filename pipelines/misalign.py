@@ -107,7 +107,8 @@ def shifted_starts(starts_stored: np.ndarray, start_s: np.ndarray, rate_hz: floa
 
 
 class ShiftedReader:
-    """Reads one stream's windows of one shard shifted by ``offset_s`` seconds.
+    """Reads one stream's windows of one shard shifted by ``offset_s`` seconds (a
+    :class:`pipelines.shards.WindowReader` whose window starts are moved).
 
     ``read(win)`` -> ``(array [len(win), T', ...], valid [len(win)])``; invalid windows hold the
     unshifted window (so shapes stay fixed) and must be masked by the caller.
@@ -117,19 +118,12 @@ class ShiftedReader:
         g = f["streams"][stream]
         self.reader = WindowReader(g, dataset)
         rate = float(g.attrs["rate_hz"])
-        self.starts, self.valid = shifted_starts(self.reader.starts, f["windows"]["start_s"][()], rate,
-                                                 self.reader.length, offset_s)
+        self.reader.starts, self.valid = shifted_starts(self.reader.starts, f["windows"]["start_s"][()], rate,
+                                                        self.reader.length, offset_s)
 
-    def read(self, win: np.ndarray, frames=None, chunk: int = 64):
+    def read(self, win: np.ndarray, frames=None):
         win = np.asarray(win, np.int64)
-        out = []
-        for c in range(0, len(win), chunk):
-            st = self.starts[win[c:c + chunk]]
-            a, b = int(st.min()), int(st.max()) + self.reader.length
-            span = self.reader.ds[a:b]
-            steps = np.arange(self.reader.length) if frames is None else np.asarray(frames)
-            out.append(span[(st - a)[:, None] + steps[None, :]])
-        return np.concatenate(out), self.valid[win]
+        return self.reader.read_windows(win, frames), self.valid[win]
 
 
 def shifted_batches(shards, ids, stream: str, offset_s: float, batch_size: int = 64, frames=None):
