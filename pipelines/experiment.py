@@ -355,10 +355,20 @@ def _cell_state(cell: dict, run_dir: Path, overwrite: bool) -> tuple[str, dict |
     return "done", saved["row"]
 
 
-def _subjects_in(data: Path) -> int:
+def _subjects_in(data: Path, cfg: ExperimentConfig) -> int:
+    """The number of subjects in the shards; refuses a pair whose streams the shards lack (before
+    any training starts)."""
     from .shards import read_manifest
 
-    return len(read_manifest(data).get("windows_per_subject", {}))
+    m = read_manifest(data)
+    have = sorted(m.get("streams", {}))
+    for p in cfg.pairs:
+        srcs, tgt = parse_pair(p)
+        missing = [s for s in (*srcs, tgt) if s not in have]
+        if missing:
+            raise ExperimentError(f"pair '{p}': stream {', '.join(missing)} is not in {data} (it holds: "
+                                  f"{', '.join(have) or 'none'})")
+    return len(m.get("windows_per_subject", {}))
 
 
 def _default_jobs(cfg: ExperimentConfig) -> int:
@@ -410,7 +420,7 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = lambda s:
 
         n_subj = len({load_recording(r, need_labels=False).subject for r in discover([cfg.raw])})
     else:
-        n_subj = _subjects_in(data)
+        n_subj = _subjects_in(data, cfg)
     cells = build_cells(cfg, n_subj)
     run_dirs = {c["cell"]: out / "runs" / c["cell"] for c in cells}
     total = len(cells)

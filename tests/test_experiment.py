@@ -186,6 +186,9 @@ def test_cli_spec_options_and_errors(shards, tmp_path):
     assert [c["cell"] for c in cells if c["role"] == "transfer"] == ["id-s0/video-to-imu-dcat-lam1-mcma",
                                                                       "id-s0/audio-to-imu-dcat-lam1-mcma"]
     assert all(c["settings"]["epochs"] == 1 for c in cells)
+    r = CliRunner().invoke(app, ["experiment", "--data", str(shards), "--pairs", "video->gyro", "--out",
+                                 str(tmp_path / "g")])
+    assert r.exit_code == 1 and "gyro is not in" in r.output and not (tmp_path / "g" / "runs").exists()
     bad = tmp_path / "bad.toml"
     bad.write_text('data = "x"\nlambda = [1]\n')
     r = CliRunner().invoke(app, ["experiment", str(bad)])
