@@ -59,8 +59,9 @@ def _fake(data: Path, windows: int) -> None:
 
 
 def _case(model, step_fn, ds, device, *, epochs: int, workers: int, compile_: bool, ceiling_batches: int = 8) -> dict:
-    from pipelines.data import make_loader
-    from pipelines.train import make_schedule, param_groups, to_device, train_one_epoch
+    from pipelines.learn.data import make_loader
+    from pipelines.learn.device import to_device
+    from pipelines.learn.engine import make_schedule, param_groups, train_one_epoch
 
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3)
     sched = make_schedule(opt, 10 ** 9, 0)
@@ -110,10 +111,11 @@ def main(argv=None):
     ap.add_argument("--compile", action="store_true", help="torch.compile the trained model (CUDA)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     a = ap.parse_args(argv)
-    from pipelines.data import BlockDataset, ShardSet
-    from pipelines.models import ModelConfig, build_model, frame_indices
-    from pipelines.train import ce_step, configure_threads, default_workers, resolve_device
-    from pipelines.transfer import source_cache, transfer_step
+    from pipelines.learn.data import BlockDataset, ShardSet
+    from pipelines.learn.models import ModelConfig, build_model, frame_indices
+    from pipelines.learn.device import configure_threads, default_workers, resolve_device
+    from pipelines.learn.engine import ce_step
+    from pipelines.learn.transfer import source_cache, transfer_step
 
     if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: CUDA is not available on this machine; use --device cpu or auto")

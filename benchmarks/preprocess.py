@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.preprocess import PreprocessConfig, preprocess  # noqa: E402
-from pipelines.raw import discover  # noqa: E402
+from pipelines.ingest.preprocess import PreprocessConfig, preprocess  # noqa: E402
+from pipelines.ingest.raw import discover  # noqa: E402
 from pipelines.synth import SynthConfig, synthesize  # noqa: E402
 
 
@@ -89,7 +89,7 @@ def warm() -> None:
     import scipy.signal  # noqa: F401
     import soxr  # noqa: F401
 
-    from pipelines.features import MelSettings, _mel_basis
+    from pipelines.ingest.features import MelSettings, _mel_basis
 
     _mel_basis(PreprocessConfig().mel())
 
@@ -99,7 +99,7 @@ def peak_rss_mb(rec: Path, out: Path) -> float:
     would carry over the parent's size through fork + exec)."""
     code = ("import sys; sys.path.insert(0, %r)\n"
             "from pathlib import Path\n"
-            "from pipelines.preprocess import PreprocessConfig, process_recording\n"
+            "from pipelines.ingest.preprocess import PreprocessConfig, process_recording\n"
             "process_recording(Path(%r), Path(%r), PreprocessConfig())\n"
             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n") % (
         str(Path(__file__).resolve().parents[1]), str(rec), str(out))

@@ -37,7 +37,7 @@ import torch.nn.functional as F  # noqa: E402
 
 
 def _loader_rate(ss, ids, streams, frames, block_windows=None, batch_size=32, repeats=1, mmap=True):
-    from pipelines.data import BlockDataset, make_loader
+    from pipelines.learn.data import BlockDataset, make_loader
 
     ds = BlockDataset(ss, ids, streams, batch_size, shuffle=True, frames=frames, block_windows=block_windows)
     ds.mmap = mmap  # False: h5py reads of the span a block covers (the reader before memory maps)
@@ -87,14 +87,15 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: auto, as training does)")
     ap.add_argument("--out", help="also write the figures here (JSON)")
     a = ap.parse_args(argv)
-    from pipelines.data import ShardSet
-    from pipelines.train import configure_threads, resolve_device
+    from pipelines.learn.data import ShardSet
+    from pipelines.learn.device import configure_threads, resolve_device
 
     threads = configure_threads(a.threads, resolve_device("auto"))
-    from pipelines.losses import dcat_loss, kv_scores
-    from pipelines.models import ModelConfig, build_model
-    from pipelines.train import TrainConfig, pretrain
-    from pipelines.transfer import TransferConfig, transfer
+    from pipelines.learn.losses import dcat_loss, kv_scores
+    from pipelines.learn.models import ModelConfig, build_model
+    from pipelines.learn.config import TrainConfig, TransferConfig
+    from pipelines.learn.pretrain import pretrain
+    from pipelines.learn.transfer import transfer
 
     tmp = None
     work = Path(a.work) if a.work else Path(tmp := tempfile.mkdtemp(prefix="dcat-bench-"))

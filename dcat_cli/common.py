@@ -18,7 +18,7 @@ def fail(msg: str, code: int = 1) -> NoReturn:
 
 def run_guarded(body: Callable[[], None]) -> None:
     """Run a command body; a DcatError becomes a message on stderr and exit code 1 (no traceback)."""
-    from pipelines.errors import DcatError
+    from pipelines.core.errors import DcatError
 
     try:
         body()

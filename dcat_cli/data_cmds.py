@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
+from pipelines.core.io import parse_list
 from dcat_cli.common import err_console, fail, out_console, run_guarded
 
 
@@ -27,31 +28,31 @@ def _parse_size(s: str) -> tuple[int, int]:
 
 
 def preprocess_cmd(
-    inputs: List[str] = typer.Argument(..., help="Raw folder(s), recording folder(s), or '-' to read recording paths from stdin (one per line)."),
-    out: Path = typer.Option(Path("shards"), "--out", "-o", help="Shards directory to write."),
-    fps: float = typer.Option(30.0, help="Video frames per second in the shards (resampled by timestamps)."),
-    imu_hz: float = typer.Option(50.0, "--imu-hz", help="IMU rate in the shards (anti-aliased polyphase resampling)."),
-    audio_sr: int = typer.Option(16000, "--audio-sr", help="Audio sample rate before log-mel."),
-    window: float = typer.Option(2.0, help="Window length, seconds."),
-    stride: float = typer.Option(1.0, help="Window step, seconds."),
-    video_size: str = typer.Option("112", "--video-size", help="Frame size in the shards: 112 or HxW, e.g. 96x128."),
-    n_mels: int = typer.Option(64, "--n-mels", help="Mel bands of the audio log-mel."),
-    audio_waveform: bool = typer.Option(False, "--audio-waveform/--no-audio-waveform", help="Also store the resampled waveform per window."),
-    streams: Optional[str] = typer.Option(None, help="Comma-separated stream names to keep (default: all in meta.json)."),
-    min_purity: float = typer.Option(0.8, "--min-purity", help="A window keeps its majority label only if that label covers at least this fraction of it; otherwise it is dropped (label_purity)."),
-    align: str = typer.Option("meta", help="'meta': apply meta.json clock offsets, estimate and report the lag between streams; 'estimate': also apply the estimated lag."),
-    max_lag: float = typer.Option(2.0, "--max-lag", help="Largest lag (s) the estimator searches."),
-    lag_tol: float = typer.Option(0.1, "--lag-tol", help="A reliable estimated lag larger than this (s) flags the recording as out of sync."),
-    short_streams: str = typer.Option("fail", "--short-streams", help="A stream that starts late or ends early by more than --coverage-tol: 'fail' the recording, or 'crop' to the part all streams cover."),
-    coverage_tol: float = typer.Option(2.0, "--coverage-tol", help="Seconds a stream may start late / end early before --short-streams applies."),
-    labels: str = typer.Option("require", "--labels", help="'require': every recording needs labels.csv or a meta.json label; 'ignore': unlabelled windows, no purity gate (for deployment / dcat predict)."),
-    rate_tol: float = typer.Option(0.01, "--rate-tol", help="Relative difference between declared and measured rate that is reported as a rate warning."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Recordings processed in parallel (processes)."),
-    shard_index: int = typer.Option(0, "--shard-index", help="This task's index for job arrays: takes recordings k with k mod --num-shards == index (id order)."),
-    num_shards: int = typer.Option(1, "--num-shards", help="Number of job-array tasks splitting the recording list."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Rewrite shards that exist (default: skip finished ones)."),
-    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed recording."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    inputs: Annotated[List[str], typer.Argument(help="Raw folder(s), recording folder(s), or '-' to read recording paths from stdin (one per line).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Shards directory to write.")] = Path("shards"),
+    fps: Annotated[float, typer.Option(help="Video frames per second in the shards (resampled by timestamps).")] = 30.0,
+    imu_hz: Annotated[float, typer.Option("--imu-hz", help="IMU rate in the shards (anti-aliased polyphase resampling).")] = 50.0,
+    audio_sr: Annotated[int, typer.Option("--audio-sr", help="Audio sample rate before log-mel.")] = 16000,
+    window: Annotated[float, typer.Option(help="Window length, seconds.")] = 2.0,
+    stride: Annotated[float, typer.Option(help="Window step, seconds.")] = 1.0,
+    video_size: Annotated[str, typer.Option("--video-size", help="Frame size in the shards: 112 or HxW, e.g. 96x128.")] = "112",
+    n_mels: Annotated[int, typer.Option("--n-mels", help="Mel bands of the audio log-mel.")] = 64,
+    audio_waveform: Annotated[bool, typer.Option("--audio-waveform/--no-audio-waveform", help="Also store the resampled waveform per window.")] = False,
+    streams: Annotated[Optional[str], typer.Option(help="Comma-separated stream names to keep (default: all in meta.json).")] = None,
+    min_purity: Annotated[float, typer.Option("--min-purity", help="A window keeps its majority label only if that label covers at least this fraction of it; otherwise it is dropped (label_purity).")] = 0.8,
+    align: Annotated[str, typer.Option(help="'meta': apply meta.json clock offsets, estimate and report the lag between streams; 'estimate': also apply the estimated lag.")] = "meta",
+    max_lag: Annotated[float, typer.Option("--max-lag", help="Largest lag (s) the estimator searches.")] = 2.0,
+    lag_tol: Annotated[float, typer.Option("--lag-tol", help="A reliable estimated lag larger than this (s) flags the recording as out of sync.")] = 0.1,
+    short_streams: Annotated[str, typer.Option("--short-streams", help="A stream that starts late or ends early by more than --coverage-tol: 'fail' the recording, or 'crop' to the part all streams cover.")] = "fail",
+    coverage_tol: Annotated[float, typer.Option("--coverage-tol", help="Seconds a stream may start late / end early before --short-streams applies.")] = 2.0,
+    labels: Annotated[str, typer.Option("--labels", help="'require': every recording needs labels.csv or a meta.json label; 'ignore': unlabelled windows, no purity gate (for deployment / dcat predict).")] = "require",
+    rate_tol: Annotated[float, typer.Option("--rate-tol", help="Relative difference between declared and measured rate that is reported as a rate warning.")] = 0.01,
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Recordings processed in parallel (processes).")] = 1,
+    shard_index: Annotated[int, typer.Option("--shard-index", help="This task's index for job arrays: takes recordings k with k mod --num-shards == index (id order).")] = 0,
+    num_shards: Annotated[int, typer.Option("--num-shards", help="Number of job-array tasks splitting the recording list.")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rewrite shards that exist (default: skip finished ones).")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed recording.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Raw recordings -> one synchronized, windowed HDF5 shard per recording (+ manifest.json).
 
@@ -59,12 +60,12 @@ def preprocess_cmd(
     """
 
     def body():
-        from pipelines.preprocess import PreprocessConfig, preprocess
-        from pipelines.raw import discover, select_shard
+        from pipelines.ingest.preprocess import PreprocessConfig, preprocess
+        from pipelines.ingest.raw import discover, select_shard
 
         cfg = PreprocessConfig(fps=fps, imu_hz=imu_hz, audio_sr=audio_sr, window_s=window, stride_s=stride,
                                video_size=_parse_size(video_size), n_mels=n_mels, audio_waveform=audio_waveform,
-                               streams=tuple(s.strip() for s in streams.split(",")) if streams else None,
+                               streams=tuple(parse_list(streams)) if streams else None,
                                min_purity=min_purity, align=align, max_lag_s=max_lag, lag_tol_s=lag_tol,
                                short_streams=short_streams, coverage_tol_s=coverage_tol, rate_tol=rate_tol,
                                labels=labels)
@@ -135,8 +136,8 @@ def _render_preprocess(s: dict, results: list[dict], out: Path) -> None:
 
 
 def inspect_cmd(
-    shards_dir: Path = typer.Argument(Path("shards"), help="Shards directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print as JSON on stdout."),
+    shards_dir: Annotated[Path, typer.Argument(help="Shards directory.")] = Path("shards"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
     """Recordings, subjects, classes, windows per class and subject, streams, check results.
 
@@ -144,7 +145,7 @@ def inspect_cmd(
     """
 
     def body():
-        from pipelines.manifest import inspect_shards
+        from pipelines.shards.manifest import inspect_shards
 
         r = inspect_shards(shards_dir)
         if as_json:
@@ -186,9 +187,9 @@ def inspect_cmd(
 
 
 def validate_cmd(
-    path: Path = typer.Argument(..., help="A raw folder (recordings with meta.json) or a shards directory."),
-    deep: bool = typer.Option(False, "--deep", help="Raw: also open every media file and parse every IMU CSV."),
-    as_json: bool = typer.Option(False, "--json", help="Print the problems as JSON on stdout."),
+    path: Annotated[Path, typer.Argument(help="A raw folder (recordings with meta.json) or a shards directory.")],
+    deep: Annotated[bool, typer.Option("--deep", help="Raw: also open every media file and parse every IMU CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the problems as JSON on stdout.")] = False,
 ) -> None:
     """Check a raw tree against schemas/raw-layout.md or shards against schemas/shard.md; exit 1 on any problem.
 
@@ -196,8 +197,8 @@ def validate_cmd(
     """
 
     def body():
-        from pipelines.manifest import validate_shards
-        from pipelines.validate import looks_like_shards, validate_raw
+        from pipelines.shards.manifest import validate_shards
+        from pipelines.ingest.validate import looks_like_shards, validate_raw
 
         kind = "shards" if looks_like_shards(path) else "raw"
         problems = validate_shards(path) if kind == "shards" else validate_raw(path, deep=deep)
@@ -214,9 +215,9 @@ def validate_cmd(
 
 
 def manifest_cmd(
-    shards_dir: Path = typer.Argument(Path("shards"), help="Shards directory."),
-    expect: Optional[List[str]] = typer.Option(None, "--expect", help="Raw folder(s): check that every recording there has exactly one shard."),
-    as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON on stdout."),
+    shards_dir: Annotated[Path, typer.Argument(help="Shards directory.")] = Path("shards"),
+    expect: Annotated[Optional[List[str]], typer.Option("--expect", help="Raw folder(s): check that every recording there has exactly one shard.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest summary as JSON on stdout.")] = False,
 ) -> None:
     """Rebuild manifest.json from the shards present (e.g. after a job array).
 
@@ -224,12 +225,12 @@ def manifest_cmd(
     """
 
     def body():
-        from pipelines.manifest import write_manifest
+        from pipelines.shards.manifest import write_manifest
 
         m = write_manifest(shards_dir)
         missing, extra = [], []
         if expect:
-            from pipelines.raw import discover
+            from pipelines.ingest.raw import discover
 
             want = {p.name for p in discover(expect)}
             have = {s["recording_id"] for s in m["shards"]}
@@ -249,12 +250,12 @@ def manifest_cmd(
 
 
 def synth_cmd(
-    out_dir: Path = typer.Argument(..., help="Where to write the raw dataset."),
-    subjects: int = typer.Option(5, help="Number of subjects."),
-    recordings: int = typer.Option(3, help="Recordings per subject."),
-    seconds: float = typer.Option(40.0, help="Length of each recording, seconds."),
-    seed: int = typer.Option(0, help="Random seed (same seed, same data)."),
-    audio: str = typer.Option("container", help="'container' (AAC inside video.mp4), 'wav' (audio.wav), or 'mixed'."),
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the raw dataset.")],
+    subjects: Annotated[int, typer.Option(help="Number of subjects.")] = 5,
+    recordings: Annotated[int, typer.Option(help="Recordings per subject.")] = 3,
+    seconds: Annotated[float, typer.Option(help="Length of each recording, seconds.")] = 40.0,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 0,
+    audio: Annotated[str, typer.Option(help="'container' (AAC inside video.mp4), 'wav' (audio.wav), or 'mixed'.")] = "container",
 ) -> None:
     """Generate a synthetic raw dataset (video, audio, wrist IMU, labels) with known clock offsets.
 

@@ -5,21 +5,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import Annotated
+
 import typer
 
+from pipelines.core.io import parse_list
 from dcat_cli.common import err_console, out_console, run_guarded
 
 
 def demo_cmd(
-    raw: Path = typer.Argument(Path("sample_data"), help="Raw dataset (default: the bundled sample_data/)."),
-    work: Path = typer.Option(Path("demo"), "--work", help="Where shards (<work>/shards) and runs (<work>/runs) go."),
-    seed: int = typer.Option(0, help="Seed of the splits and of every model."),
-    epochs: int = typer.Option(20, help="Most epochs per training run (early stopping on validation macro-F1)."),
-    ood_subjects: str = typer.Option("", "--ood-subjects", help="Comma-separated test subjects out of distribution (default: the last two)."),
-    threads: int = typer.Option(1, help="CPU threads for torch. 1 (default) gives the same numbers on every run of a machine; 0: one per idle core (faster, but float order then depends on the load)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Re-preprocess even if <work>/shards exists."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    raw: Annotated[Path, typer.Argument(help="Raw dataset (default: the bundled sample_data/).")] = Path("sample_data"),
+    work: Annotated[Path, typer.Option("--work", help="Where shards (<work>/shards) and runs (<work>/runs) go.")] = Path("demo"),
+    seed: Annotated[int, typer.Option(help="Seed of the splits and of every model.")] = 0,
+    epochs: Annotated[int, typer.Option(help="Most epochs per training run (early stopping on validation macro-F1).")] = 20,
+    ood_subjects: Annotated[str, typer.Option("--ood-subjects", help="Comma-separated test subjects out of distribution (default: the last two).")] = "",
+    threads: Annotated[int, typer.Option(help="CPU threads for torch. 1 (default) gives the same numbers on every run of a machine; 0: one per idle core (faster, but float order then depends on the load).")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Re-preprocess even if <work>/shards exists.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Preprocess -> pretrain video and IMU -> D-CAT transfer video->imu -> evaluate, in and out of
     distribution; prints test macro-F1 of video alone, IMU alone and IMU with D-CAT.
@@ -29,10 +32,10 @@ def demo_cmd(
 
     def body():
         from dcat_cli.train_cmds import RichHooks
-        from pipelines.demo import DemoConfig, run_demo
+        from pipelines.study.demo import DemoConfig, run_demo
 
         cfg = DemoConfig(raw=str(raw), work=str(work), seed=seed, epochs=epochs, threads=threads, overwrite=overwrite,
-                         ood_subjects=tuple(s.strip() for s in ood_subjects.split(",") if s.strip()) or None)
+                         ood_subjects=tuple(parse_list(ood_subjects)) or None)
         log = (lambda s: None) if quiet else (lambda s: err_console.print(f"[bold]demo[/bold] {s}", highlight=False))
         with RichHooks(quiet=True) as hooks:
             res = run_demo(cfg, hooks, log)

@@ -1,21 +1,22 @@
-"""`dcat experiment`: the study grid (pipelines.experiment) with a progress bar and the table."""
+"""`dcat experiment`: the study grid (pipelines.study.experiment) with a progress bar and the table."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from dcat_cli.common import err_console, fail, out_console, run_guarded
+from pipelines.core.io import parse_list
 
 
 def _list(s: Optional[str], conv=str) -> list | None:
     if s is None:
         return None
     try:
-        return [conv(x.strip()) for x in s.split(",") if x.strip()]
+        return parse_list(s, conv)
     except ValueError:
         fail(f"'{s}': expected a comma-separated list of {'numbers' if conv is not str else 'names'}")
 
@@ -32,33 +33,33 @@ def _onoff(s: Optional[str]) -> list | None:
 
 
 def experiment_cmd(
-    spec: Optional[Path] = typer.Argument(None, help="SPEC.toml: the grid (every setting below; its 'train' table holds training settings such as epochs). Options given on the command line override it."),
-    quick: bool = typer.Option(False, "--quick", help="The reduced grid on the bundled sample_data/ (video->imu; D-CAT lambda 0.1/1/10 x MCMA on/off, logit KD, feature KD, no transfer; in distribution and 5 subject folds out of distribution; seeds 0,1; imu shifted +-0.5/+-1 s; 12 epochs, 4 video frames per window)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Experiment folder: runs/, results.csv, results.md, plots/ (default experiments/exp; --quick: experiments/quick)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Shards directory to run on."),
-    raw: Optional[Path] = typer.Option(None, "--raw", help="Or a raw dataset: preprocessed (lag estimate applied) into <out>/shards first."),
-    pairs: Optional[str] = typer.Option(None, "--pairs", help="Comma-separated SOURCE->TARGET pairs (quote them in the shell): 'video->imu,audio->imu'; several sources: 'video+audio->imu'. Default video->imu."),
-    methods: Optional[str] = typer.Option(None, "--methods", help="Transfer methods besides the no-transfer baseline (which always runs): dcat,logit-kd,feature-kd (default all three)."),
-    lambdas: Optional[str] = typer.Option(None, "--lambdas", help="D-CAT lambdas (default 0.1,1,10)."),
-    mcma: Optional[str] = typer.Option(None, "--mcma", help="D-CAT with MCMA on, off, or on,off (default)."),
-    splits: Optional[str] = typer.Option(None, "--splits", help="id, ood or id,ood (default)."),
-    folds: Optional[int] = typer.Option(None, "--folds", help="Out-of-distribution subject folds; every fold runs (default: one per subject, at most 5)."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds (default 0,1,2). Each seed draws its own split and initialisation; every (fold, seed) is one paired comparison."),
-    shifts: Optional[str] = typer.Option(None, "--shifts", help="Misalignment study: shift magnitudes in seconds, each run at + and - (default 0.5,1; '' for none). D-CAT at --shift-lambda, MCMA on."),
-    shift_stream: Optional[str] = typer.Option(None, "--shift-stream", help="The stream shifted in the misalignment study (default: the pair's target)."),
-    shift_lambda: Optional[float] = typer.Option(None, "--shift-lambda", help="D-CAT lambda of the misalignment study (default 1)."),
-    baseline_lambda: Optional[float] = typer.Option(None, "--baseline-lambda", help="Weight of the logit-KD / feature-KD term (default 1)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Logit-KD temperature (default 4)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Most epochs per run (default 20; --quick 12)."),
-    d: Optional[int] = typer.Option(None, "--d", help="Attention width of every model (default 64)."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Cells run at once (0, default: one per CPU core divided by --threads; 1 on a GPU)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads per cell (default 1: a cell's numbers do not depend on --jobs)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu (default), cuda, auto."),
-    title: Optional[str] = typer.Option(None, "--title", help="Title of results.md."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Retrain cells whose saved settings differ from the spec's (finished cells with the same settings are always kept)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and exit."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result (rows, paths) as JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    spec: Annotated[Optional[Path], typer.Argument(help="SPEC.toml: the grid (every setting below; its 'train' table holds training settings such as epochs). Options given on the command line override it.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="The reduced grid on the bundled sample_data/ (video->imu; D-CAT lambda 0.1/1/10 x MCMA on/off, logit KD, feature KD, no transfer; in distribution and 5 subject folds out of distribution; seeds 0,1; imu shifted +-0.5/+-1 s; 12 epochs, 4 video frames per window).")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Experiment folder: runs/, results.csv, results.md, plots/ (default experiments/exp; --quick: experiments/quick).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Shards directory to run on.")] = None,
+    raw: Annotated[Optional[Path], typer.Option("--raw", help="Or a raw dataset: preprocessed (lag estimate applied) into <out>/shards first.")] = None,
+    pairs: Annotated[Optional[str], typer.Option("--pairs", help="Comma-separated SOURCE->TARGET pairs (quote them in the shell): 'video->imu,audio->imu'; several sources: 'video+audio->imu'. Default video->imu.")] = None,
+    methods: Annotated[Optional[str], typer.Option("--methods", help="Transfer methods besides the no-transfer baseline (which always runs): dcat,logit-kd,feature-kd (default all three).")] = None,
+    lambdas: Annotated[Optional[str], typer.Option("--lambdas", help="D-CAT lambdas (default 0.1,1,10).")] = None,
+    mcma: Annotated[Optional[str], typer.Option("--mcma", help="D-CAT with MCMA on, off, or on,off (default).")] = None,
+    splits: Annotated[Optional[str], typer.Option("--splits", help="id, ood or id,ood (default).")] = None,
+    folds: Annotated[Optional[int], typer.Option("--folds", help="Out-of-distribution subject folds; every fold runs (default: one per subject, at most 5).")] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Seeds (default 0,1,2). Each seed draws its own split and initialisation; every (fold, seed) is one paired comparison.")] = None,
+    shifts: Annotated[Optional[str], typer.Option("--shifts", help="Misalignment study: shift magnitudes in seconds, each run at + and - (default 0.5,1; '' for none). D-CAT at --shift-lambda, MCMA on.")] = None,
+    shift_stream: Annotated[Optional[str], typer.Option("--shift-stream", help="The stream shifted in the misalignment study (default: the pair's target).")] = None,
+    shift_lambda: Annotated[Optional[float], typer.Option("--shift-lambda", help="D-CAT lambda of the misalignment study (default 1).")] = None,
+    baseline_lambda: Annotated[Optional[float], typer.Option("--baseline-lambda", help="Weight of the logit-KD / feature-KD term (default 1).")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Logit-KD temperature (default 4).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Most epochs per run (default 20; --quick 12).")] = None,
+    d: Annotated[Optional[int], typer.Option("--d", help="Attention width of every model (default 64).")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Cells run at once (0, default: one per CPU core divided by --threads; 1 on a GPU).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch threads per cell (default 1: a cell's numbers do not depend on --jobs).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu (default), cuda, auto.")] = None,
+    title: Annotated[Optional[str], typer.Option("--title", help="Title of results.md.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Retrain cells whose saved settings differ from the spec's (finished cells with the same settings are always kept).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and exit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result (rows, paths) as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Run the paper's study as one resumable grid: source->target pairs x D-CAT lambdas x MCMA on/off,
     the baselines, in and out of distribution, several seeds, and the misalignment study.
@@ -72,7 +73,7 @@ def experiment_cmd(
     """
 
     def body():
-        from pipelines.experiment import ExperimentConfig, ExperimentError, load_spec, quick_config, run_experiment
+        from pipelines.study.experiment import ExperimentConfig, ExperimentError, load_spec, quick_config, run_experiment
 
         d0 = load_spec(spec) if spec else {}
         over = {k: v for k, v in dict(

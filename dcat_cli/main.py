@@ -5,6 +5,8 @@ Heavy imports (torch, decord, librosa, h5py) happen inside command bodies so `dc
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from pipelines import __version__
@@ -27,7 +29,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """dcat: raw recordings -> synchronized shards -> per-sensor models -> D-CAT transfer -> evaluation."""
 

@@ -11,30 +11,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from dcat_cli.common import err_console, out_console, run_guarded
-
-SPLIT_HELP = ("'id': same subjects in train/val/test, split by time blocks (--block-s) with overlapping windows "
-              "dropped at the borders; 'ood': leave subjects out (--test-subjects or --fold/--folds).")
-METHOD_HELP = ("What the target learns from the frozen source(s): 'dcat' (default: CE + lambda * D-CAT alignment of "
-               "K^T V), 'logit-kd' (CE + lambda * T^2 * KL(source softmax(z/T) || target softmax(z/T))), "
-               "'feature-kd' (CE + lambda * MSE(P(target pooled embedding), source pooled embedding), P a learned "
-               "linear projection kept in the checkpoint, unused at inference), 'none' (plain CE on the same split "
-               "and budget: the no-transfer baseline; the source only gives the split and d). "
-               "--mcma masks every method's term per source.")
-NORM_HELP = ("Normalisation of K^T V before the Frobenius distance: 'fro' (default: divide by its Frobenius norm; "
-             "length- and scale-invariant, the distance is in [0, 2], on the scale of the cross-entropy, so "
-             "--lambda 0.1-1 works for any --d; it measured best on the sample data), 'seqlen' (divide by the token "
-             "count: keeps the scale, so the distance grows with d; use a 10-100x smaller --lambda), "
-             "'none' (raw; grows with the sequence lengths).")
-
-
-def _subjects(s: Optional[str]) -> list[str] | None:
-    return [x.strip() for x in s.split(",") if x.strip()] if s else None
-
+from dcat_cli.options import config_command, flag
+from pipelines.learn.config import TrainConfig, TransferConfig
 
 def _fmt(v, nd=3) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -110,144 +93,57 @@ def _print_info(info: dict, as_json: bool, title: str) -> None:
 
 
 
-def pretrain_cmd(
-    modality: str = typer.Option(..., "--modality", "-m", help="Stream to train on (e.g. video, imu, audio, imu_wrist)."),
-    data: Path = typer.Option(Path("shards"), "--data", help="Shards directory (from `dcat preprocess`)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/<modality>-<split>)."),
-    runs: Path = typer.Option(Path("runs"), "--runs", help="Parent folder of runs."),
-    split: str = typer.Option("id", "--split", help=SPLIT_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed of the split, the initialisation and the data order."),
-    split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of the split alone (default: --seed), to train several initialisations on one split."),
-    test_subjects: Optional[str] = typer.Option(None, "--test-subjects", help="OOD: comma-separated held-out subjects."),
-    fold: Optional[int] = typer.Option(None, "--fold", help="OOD: which fold (0-based) of --folds subject groups is the test set."),
-    folds: Optional[int] = typer.Option(None, "--folds", help="OOD: number of subject folds."),
-    val_frac: float = typer.Option(0.15, "--val-frac", help="Fraction of time blocks (per subject) for validation."),
-    test_frac: float = typer.Option(0.2, "--test-frac", help="ID: fraction of time blocks (per subject) for test."),
-    block_s: float = typer.Option(10.0, "--block-s", help="Length of the time blocks the split assigns, seconds."),
-    guard_s: float = typer.Option(0.0, "--guard-s", help="Extra gap (s) between windows of different parts."),
-    epochs: int = typer.Option(20, "--epochs", help="Most epochs (the LR schedule spans them)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Windows per step."),
-    lr: float = typer.Option(2e-3, "--lr", help="AdamW peak learning rate (linear warm-up, cosine decay)."),
-    weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay (weights only, not biases/norms)."),
-    patience: int = typer.Option(6, "--patience", help="Stop after this many epochs without a better val macro-F1 (0: never)."),
-    d: int = typer.Option(64, "--d", help="Attention width (source and target must share it for transfer)."),
-    heads: int = typer.Option(4, "--heads", help="Attention heads."),
-    depth: int = typer.Option(1, "--depth", help="Self-attention blocks (K, V come from the last)."),
-    dropout: float = typer.Option(0.1, "--dropout", help="Dropout in the attention block and before the classifier."),
-    video_frames: int = typer.Option(8, "--video-frames", help="Video frames kept per window, evenly spaced (0: all)."),
-    standardize: str = typer.Option("train", "--standardize", help="IMU/audio input statistics: 'train' windows, 'manifest' (IMU), or 'none'."),
-    augment: bool = typer.Option(False, "--augment/--no-augment", help="Light augmentation (video flips; IMU/audio gain + noise)."),
-    device: str = typer.Option("auto", "--device", help="'auto' (CUDA with bf16 autocast when present), 'cpu', 'cuda', 'cuda:1'."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: auto, one per idle core)."),
-    workers: int = typer.Option(-1, "--workers", help="DataLoader worker processes (-1: 0 on CPU, 4 on GPU)."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model (GPU)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt (same result as uninterrupted)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
-) -> None:
-    """Train one stream's pipeline alone (encoder -> self-attention -> classifier).
+def _json_quiet() -> list:
+    return [flag("as_json", "--json", help="Print the result as JSON on stdout."),
+            flag("quiet", "--quiet", "-q", help="No progress on stderr.")]
 
-    Example: `dcat pretrain --modality video` writes runs/video-id/ (config.json, split.json,
-    metrics.jsonl, best.pt, last.pt).
-    """
 
+def _pretrain_body(cfg, as_json: bool, quiet: bool) -> None:
     def body():
-        from pipelines.train import TrainConfig, pretrain
+        from pipelines.learn.pretrain import pretrain
 
-        cfg = TrainConfig(data=str(data), modality=modality, runs=str(runs), out=str(out) if out else None, split=split,
-                          seed=seed, split_seed=split_seed, val_frac=val_frac, test_frac=test_frac, block_s=block_s, guard_s=guard_s,
-                          test_subjects=_subjects(test_subjects), fold=fold, folds=folds, d=d, heads=heads, depth=depth,
-                          dropout=dropout, video_frames=video_frames, standardize=standardize, epochs=epochs,
-                          batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, augment=augment,
-                          device=device, threads=threads, workers=workers, compile=compile_, resume=resume, overwrite=overwrite)
         with RichHooks(quiet) as hooks:
             info = pretrain(cfg, hooks)
-        _print_info(info, as_json, f"pretrain {modality}")
+        _print_info(info, as_json, f"pretrain {cfg.modality}")
 
     run_guarded(body)
 
 
-def transfer_cmd(
-    src: str = typer.Option(..., "--src", help="Source stream (frozen teacher), e.g. video; or several, comma-separated (video,audio): the loss is then CE + lambda * sum_k w_k * L_k, MCMA per source."),
-    tgt: str = typer.Option(..., "--tgt", help="Target stream (trained, deployed alone), e.g. imu."),
-    data: Path = typer.Option(Path("shards"), "--data", help="Shards directory holding both streams."),
-    src_ckpt: Optional[str] = typer.Option(None, "--src-ckpt", help="Source checkpoint or run folder; several sources: one per source, comma-separated in --src order (default: the pretrain run for each source under --runs)."),
-    src_weights: Optional[str] = typer.Option(None, "--src-weights", help="Several sources: one weight w_k per source, comma-separated in --src order, e.g. 1,0.5 (default: 1 each)."),
-    method: str = typer.Option("dcat", "--method", help=METHOD_HELP),
-    lam: float = typer.Option(1.0, "--lambda", help="Weight of the transfer term (D-CAT: the paper finds 0.1-1 works, 10 degrades)."),
-    temperature: float = typer.Option(4.0, "--temperature", help="logit-kd: softmax temperature T (the term is scaled by T^2)."),
-    mcma: bool = typer.Option(True, "--mcma/--no-mcma", help="Masked cross-modal alignment: count each source's term only on windows that source classifies correctly (every method)."),
-    norm: str = typer.Option("fro", "--norm", help=NORM_HELP),
-    tgt_init: Optional[Path] = typer.Option(None, "--tgt-init", help="Start the target from this checkpoint (default: from scratch)."),
-    misalign: Optional[str] = typer.Option(None, "--misalign", help="Synchronization-robustness study: STREAM=SECONDS pairs the streams as if that stream were late by that much when training (imu=0.5: each imu window is aligned with the source's window 0.5 s earlier; negative: early). Windows whose shifted partner does not exist are masked from the transfer term. Needs the source cache."),
-    cache: str = typer.Option("auto", "--cache", help="Cache what the method needs of each frozen source per window (K^T V, logits or pooled embedding, and correctness): 'auto' (unless --augment), 'on', 'off'."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/<src>-to-<tgt>-<split>, runs/<src>-to-<tgt>-<method>-<split> for the baselines, sources joined with '+')."),
-    runs: Path = typer.Option(Path("runs"), "--runs", help="Parent folder of runs."),
-    split: Optional[str] = typer.Option(None, "--split", help="Default: the source run's split. " + SPLIT_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initialisation and data order (and of the split when split options are given)."),
-    split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of an explicit split (default: --seed)."),
-    test_subjects: Optional[str] = typer.Option(None, "--test-subjects", help="OOD: comma-separated held-out subjects."),
-    fold: Optional[int] = typer.Option(None, "--fold", help="OOD: which fold (0-based) of --folds subject groups is the test set."),
-    folds: Optional[int] = typer.Option(None, "--folds", help="OOD: number of subject folds."),
-    val_frac: Optional[float] = typer.Option(None, "--val-frac", help="Explicit split: fraction of time blocks for validation (default 0.15)."),
-    test_frac: Optional[float] = typer.Option(None, "--test-frac", help="Explicit ID split: fraction of time blocks for test (default 0.2)."),
-    block_s: Optional[float] = typer.Option(None, "--block-s", help="Explicit split: time block length, seconds (default 10)."),
-    guard_s: Optional[float] = typer.Option(None, "--guard-s", help="Explicit split: extra gap (s) between parts (default 0)."),
-    epochs: int = typer.Option(20, "--epochs", help="Most epochs (the LR schedule spans them)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Windows per step."),
-    lr: float = typer.Option(2e-3, "--lr", help="AdamW peak learning rate (linear warm-up, cosine decay)."),
-    weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay (weights only, not biases/norms)."),
-    patience: int = typer.Option(6, "--patience", help="Stop after this many epochs without a better target val macro-F1 (0: never)."),
-    heads: int = typer.Option(4, "--heads", help="Attention heads."),
-    depth: int = typer.Option(1, "--depth", help="Self-attention blocks of the target (K, V from the last)."),
-    dropout: float = typer.Option(0.1, "--dropout", help="Dropout in the attention block and before the classifier."),
-    video_frames: int = typer.Option(8, "--video-frames", help="Video frames per window when the target is video."),
-    standardize: str = typer.Option("train", "--standardize", help="IMU/audio input statistics: 'train' windows, 'manifest' (IMU), or 'none'."),
-    augment: bool = typer.Option(False, "--augment/--no-augment", help="Augment both streams (turns the source cache off)."),
-    device: str = typer.Option("auto", "--device", help="'auto' (CUDA with bf16 autocast when present), 'cpu', 'cuda'."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: auto, one per idle core)."),
-    workers: int = typer.Option(-1, "--workers", help="DataLoader worker processes (-1: 0 on CPU, 4 on GPU)."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the target (GPU)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run from its last.pt (same result as uninterrupted)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
-) -> None:
-    """Train the target stream from frozen source(s): D-CAT (CE + lambda * ||norm(K_t^T V_t) - norm(K_s^T V_s)||_F) or a baseline.
-
-    Example: `dcat transfer --src video --tgt imu` (after `dcat pretrain --modality video`);
-    `--method logit-kd|feature-kd|none` for the baselines; `--src video,audio --src-weights 1,0.5`
-    for several sources. The attention width d is the sources'.
-    """
-
+def _transfer_body(cfg, as_json: bool, quiet: bool) -> None:
     def body():
-        from pipelines.transfer import TransferConfig, transfer
+        from pipelines.learn.transfer import transfer
 
-        cfg = TransferConfig(data=str(data), src=src, tgt=tgt, src_ckpt=src_ckpt or None, src_weights=src_weights,
-                             method=method, lam=lam, temperature=temperature, mcma=mcma, norm=norm, tgt_init=str(tgt_init) if tgt_init else None, cache=cache, misalign=misalign,
-                             runs=str(runs), out=str(out) if out else None, split=split, seed=seed,
-                             split_seed=split_seed, test_subjects=_subjects(test_subjects), fold=fold, folds=folds, val_frac=val_frac,
-                             test_frac=test_frac, block_s=block_s, guard_s=guard_s, heads=heads, depth=depth,
-                             dropout=dropout, video_frames=video_frames, standardize=standardize, epochs=epochs,
-                             batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
-                             augment=augment, device=device, threads=threads, workers=workers, compile=compile_, resume=resume,
-                             overwrite=overwrite)
         with RichHooks(quiet) as hooks:
             info = transfer(cfg, hooks)
-        _print_info(info, as_json, f"transfer {src} -> {tgt} ({method})")
+        _print_info(info, as_json, f"transfer {cfg.src} -> {cfg.tgt} ({cfg.method})")
 
     run_guarded(body)
+
+
+pretrain_cmd = config_command(TrainConfig, _pretrain_body, extra=_json_quiet(), name="pretrain_cmd", doc="""\
+Train one stream's pipeline alone (encoder -> self-attention -> classifier).
+
+Example: `dcat pretrain --modality video` writes runs/video-id/ (config.json, split.json,
+metrics.jsonl, best.pt, last.pt).
+""")
+
+transfer_cmd = config_command(TransferConfig, _transfer_body, extra=_json_quiet(), name="transfer_cmd", doc="""\
+Train the target stream from frozen source(s): D-CAT (CE + lambda * ||norm(K_t^T V_t) - norm(K_s^T V_s)||_F) or a baseline.
+
+Example: `dcat transfer --src video --tgt imu` (after `dcat pretrain --modality video`);
+`--method logit-kd|feature-kd|none` for the baselines; `--src video,audio --src-weights 1,0.5`
+for several sources. The attention width d is the sources'. Takes every option of `dcat pretrain`.
+""")
 
 
 def evaluate_cmd(
-    run_dir: Path = typer.Argument(..., help="A run folder (runs/<name>)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Shards directory (default: the one the run trained on); may hold only the model's stream."),
-    split: str = typer.Option("test", "--split", help="Part of the run's split: test, val, train, or 'all' (every window of --data)."),
-    checkpoint: str = typer.Option("best.pt", "--checkpoint", help="Checkpoint file in the run folder."),
-    device: str = typer.Option("auto", "--device"),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: auto, one per idle core)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<name>).")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Shards directory (default: the one the run trained on); may hold only the model's stream.")] = None,
+    split: Annotated[str, typer.Option("--split", help="Part of the run's split: test, val, train, or 'all' (every window of --data).")] = "test",
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="Checkpoint file in the run folder.")] = "best.pt",
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads for torch (0: auto, one per idle core).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
     """Macro-F1 (the paper's metric), accuracy, per-class precision/recall/F1 and the confusion matrix.
 
@@ -255,7 +151,7 @@ def evaluate_cmd(
     """
 
     def body():
-        from pipelines.evaluate import evaluate_run
+        from pipelines.learn.evaluate import evaluate_run
 
         rep = evaluate_run(run_dir, data, split=split, device=device, checkpoint=checkpoint, threads=threads)
         if as_json:
@@ -285,13 +181,13 @@ def evaluate_cmd(
 
 
 def predict_cmd(
-    run_dir: Path = typer.Argument(..., help="A run folder (or a .pt checkpoint)."),
-    input_path: Path = typer.Argument(..., metavar="INPUT", help="Shards directory, shard file (.h5), or raw recording folder (meta.json)."),
-    fmt: str = typer.Option("csv", "--format", help="csv or jsonl."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write here instead of stdout."),
-    checkpoint: str = typer.Option("best.pt", "--checkpoint", help="Checkpoint file in the run folder."),
-    device: str = typer.Option("auto", "--device"),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: auto, one per idle core)."),
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (or a .pt checkpoint).")],
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Shards directory, shard file (.h5), or raw recording folder (meta.json).")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="Checkpoint file in the run folder.")] = "best.pt",
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads for torch (0: auto, one per idle core).")] = 0,
 ) -> None:
     """Per-window predictions from the model's stream alone (no source sensor needed).
 
@@ -299,12 +195,12 @@ def predict_cmd(
     """
 
     def body():
-        from pipelines.predict import format_rows, predict
+        from pipelines.learn.predict import format_rows, predict
 
         res = predict(run_dir, input_path, device=device, checkpoint=checkpoint, threads=threads)
         text = format_rows(res["rows"], fmt)
         if out:
-            from pipelines.shards import atomic_write_text
+            from pipelines.core.io import atomic_write_text
 
             atomic_write_text(out, text)
             err_console.print(f"wrote {len(res['rows'])} predictions to {out}", highlight=False)

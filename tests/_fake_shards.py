@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipelines.shards import pack_windows
+from pipelines.shards.format import pack_windows
 
 STR = h5py.string_dtype("utf-8")
 

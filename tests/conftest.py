@@ -22,8 +22,8 @@ def tiny_raw(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_shards(tiny_raw, tmp_path_factory) -> tuple[Path, dict]:
     """``tiny_raw`` preprocessed with the defaults; returns (shards dir, preprocess result)."""
-    from pipelines.preprocess import PreprocessConfig, preprocess
-    from pipelines.raw import discover
+    from pipelines.ingest.preprocess import PreprocessConfig, preprocess
+    from pipelines.ingest.raw import discover
 
     out = tmp_path_factory.mktemp("shards") / "shards"
     res = preprocess(discover([tiny_raw]), out, PreprocessConfig())

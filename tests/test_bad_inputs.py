@@ -42,7 +42,7 @@ def base(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def baseline(base, tmp_path_factory) -> dict:
     """The undamaged base preprocessed once: per-recording info records (windows kept, rejections)."""
-    from pipelines.preprocess import PreprocessConfig, preprocess
+    from pipelines.ingest.preprocess import PreprocessConfig, preprocess
 
     root = tmp_path_factory.mktemp("badinputs-baseline")
     raw = root / "raw"
@@ -106,7 +106,7 @@ def assert_good_shards(out: Path, good: list[str]) -> None:
     """Each good recording has a complete, valid shard and is in the manifest."""
     import h5py
 
-    from pipelines.manifest import validate_shards
+    from pipelines.shards.manifest import validate_shards
 
     for rid in good:
         p = out / f"{rid}.h5"

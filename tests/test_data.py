@@ -1,4 +1,4 @@
-"""The shard reader (pipelines.data): exact contents, block reads, shuffling, workers, errors."""
+"""The shard reader (pipelines.learn.data): exact contents, block reads, shuffling, workers, errors."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from _fake_shards import write_fake_shards
-from pipelines.data import BlockDataset, ShardSet, estimate_stats, make_blocks, make_loader
-from pipelines.errors import ShardError
-from pipelines.models import frame_indices
+from pipelines.learn.data import BlockDataset, ShardSet, estimate_stats, make_blocks, make_loader
+from pipelines.core.errors import ShardError
+from pipelines.learn.models import frame_indices
 
 
 @pytest.fixture(scope="module")

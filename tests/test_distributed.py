@@ -32,10 +32,10 @@ import pytest
 import torch
 
 from _fake_shards import write_fake_shards
-from pipelines import distributed as ddp
-from pipelines.checkpoint import load_checkpoint
-from pipelines.data import BlockDataset, ShardSet, make_loader
-from pipelines.shards import WindowReader
+from pipelines.learn import distributed as ddp
+from pipelines.learn.checkpoint import load_checkpoint
+from pipelines.learn.data import BlockDataset, ShardSet, make_loader
+from pipelines.shards.reader import WindowReader
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,9 @@ def _same_run(a, b):
 
 def test_two_gloo_processes_train_like_one(shards, tmp_path):
     from dcat_cli.main import app
-    from pipelines.train import Hooks, TrainConfig, pretrain
+    from pipelines.learn.config import TrainConfig
+    from pipelines.learn.engine import Hooks
+    from pipelines.learn.pretrain import pretrain
     from typer.testing import CliRunner
 
     common = ["--data", str(shards), "--heads", "2", "--batch-size", "15", "--video-frames", "4", "--patience", "0",

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from _fake_shards import write_fake_shards
 from dcat_cli.main import app
-from pipelines import experiment as ex
-from pipelines.experiment import ExperimentConfig, ExperimentError, build_cells, run_experiment
-from pipelines.report import COLUMNS
+from pipelines.study import experiment as ex
+from pipelines.study.experiment import ExperimentConfig, ExperimentError, build_cells, run_experiment
+from pipelines.study.report import COLUMNS
 
 FAKE = dict(subjects=("s01", "s02", "s03", "s04"), recordings_per_subject=1, duration_s=24.0, seed=4, imu_snr=0.6)
 TRAIN = dict(epochs=2, d=16, heads=2, batch_size=16, block_s=6.0, video_frames=4, patience=0)

@@ -1,4 +1,4 @@
-"""The D-CAT loss (pipelines.losses): known values and the properties the method relies on."""
+"""The D-CAT loss (pipelines.learn.losses): known values and the properties the method relies on."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipelines.losses import NORMS, alignment_distance, alignment_loss, dcat_loss, kv_scores
+from pipelines.learn.losses import NORMS, alignment_distance, alignment_loss, dcat_loss, kv_scores
 
 
 def _kv(b, n, d, seed):

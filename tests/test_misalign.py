@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from _fake_shards import write_fake_shards
-from pipelines.data import ShardSet
-from pipelines.misalign import (MisalignError, ShiftedReader, parse_misalign, run_ids, shifted_batches,
+from pipelines.learn.data import ShardSet
+from pipelines.learn.misalign import (MisalignError, ShiftedReader, parse_misalign, run_ids, shifted_batches,
                                 shifted_starts, source_offsets)
-from pipelines.shards import WindowReader
-from pipelines.train import TrainConfig, TrainingError, pretrain
-from pipelines.transfer import TransferConfig, check_settings, transfer
+from pipelines.shards.reader import WindowReader
+from pipelines.core.errors import TrainingError
+from pipelines.learn.config import TrainConfig, TransferConfig
+from pipelines.learn.pretrain import pretrain
+from pipelines.learn.transfer import check_settings, transfer
 
 
 def test_parse_and_offsets():

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from conftest import ground_truth
-from pipelines.errors import DcatError, ShardError
-from pipelines.manifest import read_shard_summary, validate_shards
-from pipelines.preprocess import PreprocessConfig, preprocess, process_recording
-from pipelines.raw import discover, select_shard
-from pipelines.resample import resample_irregular
-from pipelines.shards import WindowReader, pack_windows
+from pipelines.core.errors import DcatError, ShardError
+from pipelines.shards.manifest import read_shard_summary, validate_shards
+from pipelines.ingest.preprocess import PreprocessConfig, preprocess, process_recording
+from pipelines.ingest.raw import discover, select_shard
+from pipelines.ingest.resample import resample_irregular
+from pipelines.shards.format import pack_windows
+from pipelines.shards.reader import WindowReader
 
 FRAME_S = 1 / 30
 
@@ -239,7 +240,7 @@ def test_unknown_encoding_version_is_refused(tiny_shards, tmp_path):
 
 
 def test_audio_logmel_windows_match_their_waveform(raw_copy, tmp_path):
-    from pipelines.features import logmel
+    from pipelines.ingest.features import logmel
 
     rid = "s01_r01"
     cfg = PreprocessConfig(audio_waveform=True, streams=("video", "audio"))

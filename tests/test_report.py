@@ -1,4 +1,4 @@
-"""pipelines.report: paired statistics, tables, CSV, Markdown and plots on a synthetic grid whose
+"""pipelines.study.report: paired statistics, tables, CSV, Markdown and plots on a synthetic grid whose
 answers are built in.
 
 The grid (target ``imu``, source ``video``):
@@ -21,7 +21,7 @@ import math
 import numpy as np
 import pytest
 
-from pipelines import report
+from pipelines.study import report
 
 SEEDS = (0, 1, 2)
 NOISE = {0: -0.01, 1: 0.0, 2: 0.01}

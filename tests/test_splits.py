@@ -1,4 +1,4 @@
-"""Splits (pipelines.splits): no time overlap across parts, OOD subjects held out, seeds, leakage checks."""
+"""Splits (pipelines.learn.splits): no time overlap across parts, OOD subjects held out, seeds, leakage checks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from _fake_shards import write_fake_shards
-from pipelines.data import ShardSet
-from pipelines.splits import (SplitConfig, SplitError, apply_split, check_transfer_split, load_split, make_split,
+from pipelines.learn.data import ShardSet
+from pipelines.learn.splits import (SplitConfig, SplitError, apply_split, check_transfer_split, load_split, make_split,
                               save_split)
 
 SUBJECTS = ("s01", "s02", "s03", "s04", "s05")

@@ -1,4 +1,4 @@
-"""Tests of the synthetic dataset generator (pipelines/synth.py) and the committed sample_data/."""
+"""Tests of the synthetic dataset generator (pipelines/synth/) and the committed sample_data/."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import synth
+from pipelines.synth import generator as synth
 from pipelines.synth import CLASSES, IMU_CHANNELS, MOTION, SHARED_MOTION_PAIRS, SynthConfig, plan_dataset, synthesize
-from pipelines.timeutil import num_samples
+from pipelines.core.timeutil import num_samples
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "schemas" / "meta.schema.json"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipelines.resample import measured_rate, resample_irregular, select_frames
-from pipelines.timeutil import num_samples, sample_index
+from pipelines.ingest.resample import measured_rate, resample_irregular, select_frames
+from pipelines.core.timeutil import num_samples, sample_index
 
 
 def dominant_hz(y: np.ndarray, rate: float) -> float:
@@ -101,7 +101,7 @@ def test_select_frames_by_timestamp():
 
 
 def test_sample_indices_equal_sample_index():
-    from pipelines.timeutil import sample_indices
+    from pipelines.core.timeutil import sample_indices
 
     times = [0.0, 0.01, 0.3, 1.0, 2.49, -0.02, 123.456]
     assert sample_indices(times, 0.1, 50).tolist() == [sample_index(t, 0.1, 50) for t in times]

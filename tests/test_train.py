@@ -11,12 +11,15 @@ import pytest
 import torch
 
 from _fake_shards import write_fake_shards
-from pipelines.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from pipelines.evaluate import evaluate_run
-from pipelines.predict import predict
-from pipelines.splits import SplitError
-from pipelines.train import Hooks, RunDirError, TrainConfig, TrainingError, pretrain
-from pipelines.transfer import TransferConfig, state_hash, transfer
+from pipelines.learn.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from pipelines.learn.evaluate import evaluate_run
+from pipelines.learn.predict import predict
+from pipelines.learn.splits import SplitError
+from pipelines.core.errors import RunDirError, TrainingError
+from pipelines.learn.config import TrainConfig, TransferConfig
+from pipelines.learn.engine import Hooks
+from pipelines.learn.pretrain import pretrain
+from pipelines.learn.transfer import state_hash, transfer
 
 FAKE = dict(subjects=("s01", "s02", "s03", "s04"), recordings_per_subject=2, duration_s=24.0, seed=3,
             imu_snr=0.6, video_snr=1.0)
@@ -161,7 +164,7 @@ def test_transfer_keeps_the_source_frozen_and_logs_both_terms(runs, shards, tmp_
     before = _sha(src_file)
     src_state = load_checkpoint(src_file)["model"]
     seen = {"calls": 0}
-    import pipelines.transfer as tr
+    import pipelines.learn.transfer as tr
 
     orig = tr.model_from_checkpoint
 
@@ -297,8 +300,8 @@ def test_training_imports_no_media_libraries():
     import subprocess
     import sys
 
-    code = ("import sys, pipelines.train, pipelines.transfer, pipelines.evaluate, pipelines.predict, pipelines.data, "
-            "pipelines.splits, pipelines.checkpoint, dcat_cli.train_cmds\n"
+    code = ("import sys, pipelines.learn.pretrain, pipelines.learn.transfer, pipelines.learn.evaluate, pipelines.learn.predict, pipelines.learn.data, "
+            "pipelines.learn.splits, pipelines.learn.checkpoint, dcat_cli.train_cmds\n"
             "print(sorted(m for m in ('decord', 'av', 'librosa', 'soundfile', 'soxr', 'scipy') if m in sys.modules))")
     from pathlib import Path
 

@@ -49,7 +49,7 @@ def test_cli_chain_pretrain_transfer_evaluate_predict(workdir, monkeypatch):
     res = _ok(runner.invoke(app, ["evaluate", "runs/imu-id", "--threads", "1"]))
     assert "macro-F1" in res.stdout and "confusion" in res.stdout
     assert (workdir / "runs/imu-id/confusion-test.png").is_file()
-    from pipelines.evaluate import summarize_runs
+    from pipelines.learn.evaluate import summarize_runs
 
     rows = {r["run"]: r for r in summarize_runs("runs")}
     assert set(rows) == {"imu-id", "video-to-imu-id"}  # video-id was not evaluated

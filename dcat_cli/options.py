@@ -1,0 +1,69 @@
+"""Typer options derived from a config dataclass (:mod:`pipelines.core.options`): each field's
+default, help and flag are declared once, in the dataclass; this module turns them into
+``Annotated[type, typer.Option(...)]`` parameters and builds a command whose body receives the
+config object."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.markup import escape
+
+from pipelines.core.options import cli_fields, default_of, flag_of
+
+_P = inspect.Parameter
+
+
+def _help(text: str) -> str:
+    text = text.replace("`", "'")
+    return escape(text[:1].upper() + text[1:] + ("" if text.endswith(".") else "."))
+
+
+def config_params(cls, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One keyword-only parameter per command-line field of ``cls`` (not in ``skip``)."""
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f in cli_fields(cls):
+        if f.name in skip:
+            continue
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+        base = next(a for a in args if a is not type(None)) if optional else hint
+        if base is list:
+            base = str
+        typ = Optional[base] if optional else base
+        names = [flag_of(f)] + ([f.metadata["short"]] if f.metadata.get("short") else [])
+        option = typer.Option(*names, help=_help(f.metadata["help"]), show_default=not f.metadata.get("required"))
+        default = _P.empty if f.metadata.get("required") else default_of(f)
+        params.append(_P(f.name, _P.KEYWORD_ONLY, default=default, annotation=Annotated[typ, option]))
+    return params
+
+
+def config_command(cls, body: Callable, *, extra: list[inspect.Parameter] = (), skip: tuple[str, ...] = (),
+                   name: str, doc: str) -> Callable:
+    """A typer command whose options are ``cls``'s fields plus ``extra``; it calls
+    ``body(cfg, **extra_values)`` with ``cfg = cls(**field_values)``."""
+    params = config_params(cls, skip) + list(extra)
+    extra_names = [p.name for p in extra]
+    field_names = {f.name for f in dataclasses.fields(cls)}
+
+    def command(**kw):
+        rest = {k: kw.pop(k) for k in extra_names}
+        body(cls(**{k: v for k, v in kw.items() if k in field_names}), **rest)
+
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__ = name
+    command.__doc__ = doc
+    return command
+
+
+def flag(name: str, *flags: str, help: str, default=False, typ=bool) -> inspect.Parameter:
+    """An extra (not config) option, e.g. ``--json``."""
+    return _P(name, _P.KEYWORD_ONLY, default=default, annotation=Annotated[typ, typer.Option(*flags, help=help)])

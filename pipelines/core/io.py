@@ -1,0 +1,51 @@
+"""Small I/O helpers every layer uses: atomic writes and comma-list parsing.
+
+Atomic writes: a file dcat writes is either complete or absent. The bytes go to a temporary file
+beside the target (``.<name>.<random>.tmp[<suffix>]``, so two writers never share one and a crash
+leaves only an obvious leftover), which is renamed over the target when complete and removed on
+failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` when the block ends without
+    an exception, remove it otherwise. ``suffix`` ends the temporary name (``".png"`` for writers
+    that pick the format from the extension)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see the module docstring), flushed to disk."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def parse_list(x, conv: Callable = str) -> list:
+    """A comma-separated string (``"video, audio"``), a list or None -> a list of ``conv`` values,
+    blanks dropped. ``conv`` raising ValueError propagates (the caller names the option)."""
+    if x is None:
+        return []
+    items = x.split(",") if isinstance(x, str) else x
+    return [conv(s) if conv is not str else s for s in (str(v).strip() for v in items) if s]

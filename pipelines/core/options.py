@@ -1,0 +1,81 @@
+"""Options declared once: a config dataclass field carries its default, its help and how the
+command line spells it; the typer options, the experiment spec's keys and the README's option
+tables are derived from it (``dcat_cli.options``, ``pipelines.learn.config``).
+
+``opt(default, help, flag=..., group=..., cli=..., experiment=...)`` is ``dataclasses.field`` with
+that metadata. ``flag`` is the command-line spelling (default ``--field-name``; a boolean may give
+``"--augment/--no-augment"``); ``group`` orders the README table; ``cli=False`` keeps a field off the
+command line; ``experiment=True`` lets an experiment's ``[train]`` table set it; ``required``
+makes the command-line option mandatory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import MISSING, field
+
+GROUPS = ("data", "split", "model", "optimisation", "transfer", "runtime")
+
+
+def opt(default=MISSING, help: str = "", *, flag: str | None = None, short: str | None = None,
+        group: str = "runtime", cli: bool = True, experiment: bool = False, required: bool = False,
+        default_factory=MISSING):
+    """A dataclass field with its command-line metadata (see the module docstring)."""
+    meta = {"help": help, "flag": flag, "short": short, "group": group, "cli": cli, "experiment": experiment,
+            "required": required}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line spelling of field ``f`` (``--batch-size``, ``--augment/--no-augment``)."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def cli_fields(cls) -> list[dataclasses.Field]:
+    """The fields of config class ``cls`` that are command-line options, in declaration order."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("help") is not None and f.metadata.get("cli", False)]
+
+
+def default_of(f: dataclasses.Field):
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.metadata.get("required"):
+        return "required"
+    v = default_of(f)
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return f"`{v:g}`" if isinstance(v, float) else f"`{v}`"
+
+
+def own_fields(cls) -> list[str]:
+    """Names of the fields ``cls`` declares itself (new or redeclared), not inherited unchanged."""
+    return list(cls.__dict__.get("__annotations__", {}))
+
+
+def option_table(cls, only: list[str] | None = None) -> str:
+    """The README's Markdown table of ``cls``'s command-line options (flag, default, meaning),
+    grouped by ``group`` in :data:`GROUPS` order; ``only``: just these fields."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    fs = [f for f in cli_fields(cls) if only is None or f.name in only]
+    for g in GROUPS:
+        for f in fs:
+            if f.metadata.get("group") != g:
+                continue
+            names = flag_of(f) + (f", {f.metadata['short']}" if f.metadata.get("short") else "")
+            rows.append(f"| `{names}` | {_default_text(f)} | {f.metadata['help'].replace('|', '/')} |")
+    return "\n".join(rows) + "\n"
+
+
+def experiment_keys(cls) -> tuple[str, ...]:
+    """The fields an experiment's ``[train]`` table may set."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("experiment"))

@@ -1,0 +1,252 @@
+"""Stream readers: IMU CSV (numpy), video (decord), audio (PyAV for containers, soundfile for wav/flac).
+
+Media libraries are imported inside the functions that use them, so importing this module is cheap
+and training never pulls them in. Every failure raises RecordingError naming recording and file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from pipelines.core.errors import RecordingError
+from pipelines.ingest.raw import CONTAINER_AUDIO_SUFFIXES, StreamSpec
+
+
+# ----------------------------------------------------------------------------------------- IMU
+@dataclass
+class ImuTable:
+    t: np.ndarray  # float64 [n], seconds, stream clock, strictly increasing
+    x: np.ndarray  # float32 [n, C]
+    channels: list[str]
+
+
+def _parse_csv_slow(text: str, rec: str, file: str, ncol: int) -> np.ndarray:
+    """Row-by-row parse that reports the first bad line; empty cells and 'nan' become NaN."""
+    rows = []
+    reader = csv.reader(io.StringIO(text))
+    next(reader)
+    for lineno, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) != ncol:
+            raise RecordingError(rec, file, f"line {lineno}: {len(row)} fields, the header has {ncol}")
+        vals = []
+        for j, c in enumerate(row):
+            c = c.strip()
+            if c == "" or c.lower() == "nan":
+                vals.append(math.nan)
+                continue
+            try:
+                vals.append(float(c))
+            except ValueError:
+                raise RecordingError(rec, file, f"line {lineno}, column {j + 1}: '{c}' is not a number") from None
+        rows.append(vals)
+    return np.asarray(rows, dtype=np.float64).reshape(-1, ncol)
+
+
+def read_imu_csv(spec: StreamSpec, rec: str) -> ImuTable:
+    """Read an IMU CSV: header row, first column ``t`` (seconds), then numeric channels.
+
+    Fails on: no header / no ``t`` column, ragged rows, non-numeric cells, NaN or non-monotonic time.
+    NaN in channels is kept (windows that touch it are dropped later and counted).
+    """
+    file = spec.file
+    try:
+        with open(spec.path, encoding="utf-8") as f:
+            first = f.readline().strip()
+    except UnicodeDecodeError:
+        raise RecordingError(rec, file, "not UTF-8 text: is this a CSV?") from None
+    header = [h.strip() for h in next(csv.reader([first]))] if first else []
+    if not header or header[0].lower() != "t":
+        raise RecordingError(rec, file, f"first header column must be 't' (seconds), got {header[:1] or 'nothing'}")
+    ncol = len(header)
+    if ncol < 2:
+        raise RecordingError(rec, file, "no channel columns after 't'")
+    try:  # fast path: blocks of rows straight from the file; t stays float64, channels become float32
+        ts, xs = [], []
+        with open(spec.path, encoding="utf-8") as f, np.errstate(all="ignore"):
+            f.readline()
+            while True:
+                lines = list(itertools.islice(f, 1 << 16))
+                if not lines:
+                    break
+                block = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2)
+                if block.size == 0:
+                    continue
+                if block.shape[1] != ncol:
+                    raise ValueError("ragged")
+                ts.append(block[:, 0].copy())
+                xs.append(block[:, 1:].astype(np.float32))
+        arr = None
+        t = np.concatenate(ts) if ts else np.zeros(0)
+        x = np.concatenate(xs) if xs else np.zeros((0, ncol - 1), np.float32)
+        del ts, xs
+    except (ValueError, UnicodeDecodeError):  # empty cells or a bad line: parse row by row, name the line
+        try:
+            text = spec.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise RecordingError(rec, file, "not UTF-8 text: is this a CSV?") from None
+        arr = _parse_csv_slow(text, rec, file, ncol)
+        t, x = arr[:, 0].copy(), arr[:, 1:].astype(np.float32)
+    if len(t) == 0:
+        raise RecordingError(rec, file, "no data rows")
+    if not np.all(np.isfinite(t)):
+        bad = int(np.flatnonzero(~np.isfinite(t))[0])
+        raise RecordingError(rec, file, f"line {bad + 2}: time 't' is not a finite number")
+    dt = np.diff(t)
+    if np.any(dt <= 0):
+        k = int(np.flatnonzero(dt <= 0)[0])
+        raise RecordingError(rec, file, f"timestamps are not strictly increasing at line {k + 3} "
+                             f"(t={float(t[k + 1]):g} after t={float(t[k]):g})",
+                             "sort the rows or fix the logger's clock; dcat does not reorder samples")
+    if len(t) < 2:
+        raise RecordingError(rec, file, "fewer than 2 samples")
+    names = header[1:]
+    if spec.channels:
+        missing = [c for c in spec.channels if c not in names]
+        if missing:
+            raise RecordingError(rec, file, f"channels {missing} named in meta.json are not in the header {names}")
+        idx = [names.index(c) for c in spec.channels]
+        return ImuTable(t=t, x=x[:, idx], channels=list(spec.channels))
+    return ImuTable(t=t, x=x, channels=names)
+
+
+# --------------------------------------------------------------------------------------- video
+def _decoder_message(e: Exception) -> str:
+    """decord's error text without its log prefix ('[time] /path/file.cc:123: Error: ...')."""
+    import re
+
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    msg = re.sub(r"^\[[0-9:]+\]\s+\S+:\d+:\s*", "", msg)
+    return msg[:200]
+
+
+class VideoSource:
+    """A decord VideoReader at the output size, with per-frame presentation times (stream clock)."""
+
+    def __init__(self, spec: StreamSpec, rec: str, size: tuple[int, int]):
+        import decord
+
+        self.rec, self.file = rec, spec.file
+        h, w = size
+        try:
+            self.vr = decord.VideoReader(str(spec.path), ctx=decord.cpu(0), width=w, height=h, num_threads=1)
+        except Exception as e:  # decord raises DECORDError / RuntimeError with ffmpeg's words
+            raise RecordingError(rec, spec.file, f"cannot open video: {_decoder_message(e)}",
+                                 "the file is corrupt, truncated or not a video") from None
+        n = len(self.vr)
+        if n < 2:
+            raise RecordingError(rec, spec.file, f"video has {n} frames")
+        try:
+            ts = np.asarray(self.vr.get_frame_timestamp(np.arange(n)), dtype=np.float64)
+        except Exception as e:
+            raise RecordingError(rec, spec.file, f"cannot read frame timestamps: {e}") from None
+        self.t = ts[:, 0]
+        self.n = n
+        self.native_fps = float(self.vr.get_avg_fps())
+        if np.any(np.diff(self.t) <= 0):
+            k = int(np.flatnonzero(np.diff(self.t) <= 0)[0])
+            raise RecordingError(rec, spec.file, f"frame timestamps not increasing at frame {k + 1}")
+
+    def get(self, idx: np.ndarray) -> np.ndarray:
+        """Decode frames ``idx`` (sorted, ascending) -> uint8 [len(idx), H, W, 3]."""
+        try:
+            return self.vr.get_batch(list(map(int, idx))).asnumpy()
+        except Exception as e:
+            raise RecordingError(self.rec, self.file,
+                                 f"decoding failed near frame {int(idx[0])} of {self.n}: {_decoder_message(e)}",
+                                 "the file is corrupt or truncated") from None
+
+
+# --------------------------------------------------------------------------------------- audio
+def audio_reader_name(spec: StreamSpec) -> str:
+    return "pyav" if spec.path.suffix.lower() in CONTAINER_AUDIO_SUFFIXES else "soundfile"
+
+
+def iter_audio(spec: StreamSpec, rec: str, chunk_s: float = 10.0) -> Iterator[tuple[float, np.ndarray, int]]:
+    """Yield ``(time_s_of_first_sample, mono float32 samples, sample_rate)`` chunks in order.
+
+    Containers are read with PyAV (timestamps from the stream, encoder priming removed by the
+    decoder); wav/flac/ogg with soundfile. Times are on the stream's own clock.
+    """
+    if audio_reader_name(spec) == "pyav":
+        yield from _iter_audio_pyav(spec, rec, chunk_s)
+    else:
+        yield from _iter_audio_soundfile(spec, rec, chunk_s)
+
+
+def _iter_audio_soundfile(spec: StreamSpec, rec: str, chunk_s: float):
+    import soundfile as sf
+
+    try:
+        f = sf.SoundFile(str(spec.path))
+    except Exception as e:
+        raise RecordingError(rec, spec.file, f"cannot open audio: {e}") from None
+    with f:
+        sr = f.samplerate
+        block = max(1, int(chunk_s * sr))
+        pos = 0
+        while True:
+            try:
+                x = f.read(block, dtype="float32", always_2d=True)
+            except Exception as e:
+                raise RecordingError(rec, spec.file, f"audio decoding failed at {pos / sr:.2f} s: {e}") from None
+            if len(x) == 0:
+                break
+            yield pos / sr, x.mean(axis=1), sr
+            pos += len(x)
+    if pos == 0:
+        raise RecordingError(rec, spec.file, "audio has no samples")
+
+
+def _iter_audio_pyav(spec: StreamSpec, rec: str, chunk_s: float = 10.0):
+    import av
+
+    try:
+        container = av.open(str(spec.path))
+    except Exception as e:
+        raise RecordingError(rec, spec.file, f"cannot open container: {e}") from None
+    with container:
+        if not container.streams.audio:
+            raise RecordingError(rec, spec.file, "container has no audio track",
+                                 "point the audio stream at a file with audio, or drop it from meta.json")
+        st = container.streams.audio[0]
+        got = 0
+        parts: list[np.ndarray] = []
+        t_part = math.nan
+        n_part = 0
+        try:
+            for frame in container.decode(st):
+                x = frame.to_ndarray()
+                if x.dtype.kind == "i":
+                    x = x.astype(np.float32) / np.iinfo(x.dtype).max
+                x = x.astype(np.float32, copy=False)
+                nch = len(frame.layout.channels)
+                if nch > 1:
+                    x = x.reshape(nch, -1).mean(axis=0) if frame.format.is_planar else x.reshape(-1, nch).mean(axis=1)
+                else:
+                    x = x.reshape(-1)
+                if not parts:
+                    t_part = float(frame.time) if frame.time is not None else math.nan
+                    sr = int(frame.sample_rate)
+                parts.append(x)
+                n_part += len(x)
+                got += len(x)
+                if n_part >= chunk_s * sr:  # hand out ~10 s at a time: per-frame work is slow in Python
+                    yield t_part, np.concatenate(parts), sr
+                    parts, n_part = [], 0
+            if parts:
+                yield t_part, np.concatenate(parts), sr
+        except av.error.FFmpegError as e:
+            raise RecordingError(rec, spec.file, f"audio decoding failed after {got} samples: {e}",
+                                 "the file is corrupt or truncated") from None
+        if got == 0:
+            raise RecordingError(rec, spec.file, "audio track has no samples")

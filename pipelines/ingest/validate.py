@@ -1,0 +1,51 @@
+"""`dcat validate` for raw trees (schemas/raw-layout.md). Shards: pipelines.manifest.validate_shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.core.errors import DcatError, RecordingError
+from pipelines.ingest.raw import check_segments_inside, discover, load_recording, read_segments
+
+
+def looks_like_shards(path: Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and ((p / "manifest.json").is_file() or any(p.glob("*.h5")))
+
+
+def validate_raw(path: Path, deep: bool = False) -> list[str]:
+    """Problems in a raw tree, one line each (empty list: valid).
+
+    Checks meta.json against the schema, stream files present and inside their folder, labels.csv
+    well formed; ``deep`` also parses every IMU CSV (monotonic time, numeric cells) and opens every
+    video and audio file.
+    """
+    problems: list[str] = []
+    try:
+        recs = discover([path])
+    except DcatError as e:
+        return [str(e)]
+    for d in recs:
+        try:
+            rec = load_recording(d)
+            segs = read_segments(rec)
+            if not deep:
+                continue
+            from pipelines.ingest.readers import VideoSource, iter_audio, read_imu_csv
+
+            ends = []
+            for s in rec.streams.values():
+                if s.kind == "imu":
+                    tab = read_imu_csv(s, rec.id)
+                    ends.append(float(tab.t[-1]) + s.clock_offset_s)
+                elif s.kind == "video":
+                    v = VideoSource(s, rec.id, (32, 32))
+                    ends.append(float(v.t[-1]) + s.clock_offset_s)
+                else:
+                    for _t, _x, _sr in iter_audio(s, rec.id):
+                        break
+            if ends:
+                check_segments_inside(rec, segs, max(ends))
+        except RecordingError as e:
+            problems.append(str(e))
+    return problems

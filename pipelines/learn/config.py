@@ -1,0 +1,249 @@
+"""The settings of ``dcat pretrain`` (:class:`TrainConfig`) and ``dcat transfer``
+(:class:`TransferConfig`), each option declared once: its field holds the default and the help,
+and the command line, the experiment spec's ``[train]`` keys (:data:`EXPERIMENT_TRAIN_KEYS`) and the
+README's option tables are derived from it (:mod:`pipelines.core.options`).
+
+Imports no torch (the command line builds its options from these classes at start-up).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from pipelines.core.errors import DcatError, TrainingError
+from pipelines.core.io import parse_list
+from pipelines.core.options import experiment_keys, opt
+from pipelines.learn.splits import SplitConfig
+
+NORMS = ("fro", "seqlen", "none")
+DEFAULT_NORM = "fro"
+METHODS = ("dcat", "logit-kd", "feature-kd", "none")
+#: the name of each method's transfer term in the loss terms and metrics.jsonl (``train_<term>``)
+METHOD_TERMS = {"dcat": "ca", "logit-kd": "kd", "feature-kd": "fkd", "none": None}
+DEFAULT_TEMPERATURE = 4.0
+
+SPLIT_HELP = ("`id`: same subjects in train/val/test, split by time blocks (`--block-s`) with overlapping windows "
+              "dropped at the borders; `ood`: leave subjects out (`--test-subjects` or `--fold`/`--folds`)")
+METHOD_HELP = ("what the target learns from the frozen source(s): `dcat` (CE + lambda * D-CAT alignment of K^T V), "
+               "`logit-kd` (CE + lambda * T^2 * KL(source softmax(z/T) // target softmax(z/T))), `feature-kd` "
+               "(CE + lambda * MSE(P(target pooled embedding), source pooled embedding), P a learned linear "
+               "projection kept in the checkpoint, unused at inference), `none` (plain CE on the same split and "
+               "budget: the no-transfer baseline; the source only gives the split and d); `--mcma` masks every "
+               "method's term per source")
+NORM_HELP = ("normalisation of K^T V before the Frobenius distance: `fro` (divide by its Frobenius norm; length- "
+             "and scale-invariant, the distance is in [0, 2], on the scale of the cross-entropy, so --lambda 0.1-1 "
+             "works for any --d; it measured best on the sample data), `seqlen` (divide by the token count: keeps "
+             "the scale, so the distance grows with d; use a 10-100x smaller --lambda), `none` (raw; grows with "
+             "the sequence lengths)")
+
+
+class MisalignError(DcatError):
+    """A --misalign value that cannot be used."""
+
+
+def parse_misalign(spec) -> dict[str, float]:
+    """``"imu=0.5"`` / ``"imu=0.5,audio=-0.2"`` / ``{"imu": 0.5}`` -> ``{stream: seconds}``."""
+    if spec in (None, "", {}):
+        return {}
+    if isinstance(spec, dict):
+        items = list(spec.items())
+    else:
+        items = []
+        for part in parse_list(str(spec)):
+            if "=" not in part:
+                raise MisalignError(f"--misalign {spec}: write STREAM=SECONDS, e.g. imu=0.5 (several: imu=0.5,audio=-0.2)")
+            k, v = part.split("=", 1)
+            items.append((k.strip(), v.strip()))
+    out: dict[str, float] = {}
+    for k, v in items:
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            raise MisalignError(f"--misalign {spec}: '{v}' is not a number of seconds") from None
+        if not math.isfinite(x):
+            raise MisalignError(f"--misalign {spec}: the shift of '{k}' must be finite")
+        if not k:
+            raise MisalignError(f"--misalign {spec}: a shift without a stream name")
+        out[str(k)] = x
+    return out
+
+
+def format_misalign(m: dict[str, float]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in sorted(m.items()))
+
+
+@dataclass
+class TrainConfig:
+    """Settings of ``dcat pretrain`` (and the shared part of ``dcat transfer``); each field's help
+    is the command line's and the README's.
+
+    The split's seed is ``split_seed`` (default: ``seed``), so several initialisations (``seed``)
+    can share one split (:class:`pipelines.learn.splits.SplitConfig`). Optimisation: AdamW,
+    ``warmup_epochs`` of linear warm-up then cosine decay to 0 at ``epochs``; early stopping after
+    ``patience`` epochs without a better validation macro-F1 (ties broken by validation loss).
+    """
+
+    data: str = opt("shards", "shards directory (from `dcat preprocess`)", group="data")
+    modality: str = opt("imu", "stream to train on (e.g. video, imu, audio, imu_wrist)", short="-m", group="data",
+                        required=True)
+    runs: str = opt("runs", "parent folder of runs", group="data")
+    out: str | None = opt(None, "run folder (default: `<runs>/<modality>-<split>`)", group="data")
+    split: str | None = opt("id", SPLIT_HELP, group="split")
+    seed: int = opt(0, "seed of the split, the initialisation and the data order", group="split")
+    split_seed: int | None = opt(None, "seed of the split alone (default: --seed), to train several "
+                                 "initialisations on one split", group="split")
+    val_frac: float | None = opt(0.15, "fraction of time blocks (per subject) for validation", group="split",
+                                 experiment=True)
+    test_frac: float | None = opt(0.2, "ID: fraction of time blocks (per subject) for test", group="split",
+                                  experiment=True)
+    block_s: float | None = opt(10.0, "length of the time blocks the split assigns, seconds", group="split",
+                                experiment=True)
+    guard_s: float | None = opt(0.0, "extra gap (s) between windows of different parts", group="split",
+                                experiment=True)
+    test_subjects: list | None = opt(None, "OOD: comma-separated held-out subjects", group="split")
+    fold: int | None = opt(None, "OOD: which fold (0-based) of --folds subject groups is the test set", group="split")
+    folds: int | None = opt(None, "OOD: number of subject folds", group="split")
+    d: int | None = opt(64, "attention width (source and target must share it for D-CAT)", group="model",
+                        experiment=True)
+    heads: int = opt(4, "attention heads", group="model", experiment=True)
+    depth: int = opt(1, "self-attention blocks (K, V come from the last)", group="model", experiment=True)
+    dropout: float = opt(0.1, "dropout in the attention block and before the classifier", group="model",
+                         experiment=True)
+    video_frames: int = opt(8, "video frames kept per window, evenly spaced (0: all)", group="model",
+                            experiment=True)
+    standardize: str = opt("train", "IMU/audio input statistics: from the `train` windows, the `manifest` (IMU), "
+                           "or `none`", group="model", experiment=True)
+    epochs: int = opt(20, "most epochs (the LR schedule spans them)", group="optimisation", experiment=True)
+    batch_size: int = opt(32, "windows per step (under torchrun: the global batch)", group="optimisation",
+                          experiment=True)
+    lr: float = opt(2e-3, "AdamW peak learning rate (linear warm-up, cosine decay)", group="optimisation",
+                    experiment=True)
+    weight_decay: float = opt(0.05, "AdamW weight decay (weights only, not biases/norms)", group="optimisation",
+                              experiment=True)
+    warmup_epochs: float = opt(1.0, "epochs of linear learning-rate warm-up", group="optimisation", experiment=True)
+    patience: int = opt(6, "stop after this many epochs without a better validation macro-F1 (0: never)",
+                        group="optimisation", experiment=True)
+    grad_clip: float = opt(1.0, "largest gradient norm (0: no clipping)", group="optimisation", experiment=True)
+    augment: bool = opt(False, "light augmentation (video flips; IMU/audio gain + noise); in transfer both "
+                        "streams, which turns the source cache off", flag="--augment/--no-augment",
+                        group="optimisation", experiment=True)
+    device: str = opt("auto", "`auto` (CUDA with bf16 autocast when present), `cpu`, `cuda`, `cuda:1`")
+    threads: int = opt(0, "CPU threads for torch (0: auto, one per idle core)")
+    workers: int = opt(-1, "DataLoader worker processes (-1: 0 on a CPU, 4 per process on a GPU)")
+    block_mb: float = opt(32.0, "MiB read per block of consecutive windows", experiment=True)
+    compile: bool = opt(False, "torch.compile the model (GPU)")
+    resume: bool = opt(False, "continue the run in --out from its last.pt (same result as uninterrupted)")
+    overwrite: bool = opt(False, "replace an existing run folder")
+
+    def __post_init__(self):
+        if isinstance(self.test_subjects, str):
+            self.test_subjects = parse_list(self.test_subjects) or None
+
+    def split_config(self) -> SplitConfig:
+        d = SplitConfig()
+        return SplitConfig(split=self.split or d.split, seed=self.seed if self.split_seed is None else self.split_seed,
+                           val_frac=d.val_frac if self.val_frac is None else self.val_frac,
+                           test_frac=d.test_frac if self.test_frac is None else self.test_frac,
+                           block_s=d.block_s if self.block_s is None else self.block_s,
+                           guard_s=d.guard_s if self.guard_s is None else self.guard_s,
+                           test_subjects=list(self.test_subjects or []), fold=self.fold, folds=self.folds)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+_EXPLICIT = "explicit split only (default: the source run's split)"
+
+
+@dataclass
+class TransferConfig(TrainConfig):
+    """Settings of ``dcat transfer``: the training settings of :class:`TrainConfig` plus the
+    transfer's. Split options left as None mean: use the (first) source run's split. ``d`` defaults
+    to (and, for ``dcat``, must equal) the sources' width. See :mod:`pipelines.learn.transfer`."""
+
+    src: str = opt("video", "source stream (frozen teacher), e.g. video; or several, comma-separated "
+                   "(video,audio): the loss is then CE + lambda * sum_k w_k * L_k, MCMA per source",
+                   group="transfer", required=True)
+    tgt: str = opt("imu", "target stream (trained, deployed alone), e.g. imu", group="transfer", required=True)
+    src_ckpt: str | None = opt(None, "source checkpoint or run folder; several sources: one per source, "
+                               "comma-separated in --src order (default: the pretrain run for each source under "
+                               "--runs with the same split)", group="transfer")
+    src_weights: list | None = opt(None, "several sources: one weight w_k per source, comma-separated in --src "
+                                   "order, e.g. 1,0.5 (default: 1 each)", group="transfer")
+    method: str = opt("dcat", METHOD_HELP, group="transfer")
+    lam: float = opt(1.0, "weight of the transfer term (D-CAT: the paper finds 0.1-1 works, 10 degrades)",
+                     flag="--lambda", group="transfer")
+    temperature: float = opt(DEFAULT_TEMPERATURE, "logit-kd: softmax temperature T (the term is scaled by T^2)",
+                             group="transfer")
+    mcma: bool = opt(True, "masked cross-modal alignment: count each source's term only on windows that source "
+                     "classifies correctly (every method)", flag="--mcma/--no-mcma", group="transfer")
+    norm: str = opt(DEFAULT_NORM, NORM_HELP, group="transfer", experiment=True)
+    tgt_init: str | None = opt(None, "start the target from this checkpoint (default: from scratch)",
+                               group="transfer")
+    cache: str = opt("auto", "cache what the method needs of each frozen source per window (K^T V, logits or "
+                     "pooled embedding, and correctness): `auto` (unless --augment), `on`, `off`", group="transfer")
+    misalign: str | None = opt(None, "synchronization-robustness study: STREAM=SECONDS pairs the streams as if "
+                               "that stream were late by that much when training (imu=0.5: each imu window is "
+                               "aligned with the source's window 0.5 s earlier; negative: early); windows whose "
+                               "shifted partner does not exist are masked from the transfer term; needs the "
+                               "source cache", group="transfer")
+    modality: str = opt("imu", "the target stream (set from --tgt)", cli=False)
+    out: str | None = opt(None, "run folder (default: `<runs>/<src>-to-<tgt>-<split>`, "
+                          "`<runs>/<src>-to-<tgt>-<method>-<split>` for the baselines, sources joined with `+`)",
+                          group="data")
+    split: str | None = opt(None, "default: the source run's split. " + SPLIT_HELP, group="split")
+    seed: int = opt(0, "seed of the initialisation and data order (and of the split when split options are "
+                    "given)", group="split")
+    val_frac: float | None = opt(None, "fraction of time blocks for validation; " + _EXPLICIT + ", else 0.15",
+                                 group="split", experiment=True)
+    test_frac: float | None = opt(None, "ID: fraction of time blocks for test; " + _EXPLICIT + ", else 0.2",
+                                  group="split", experiment=True)
+    block_s: float | None = opt(None, "time block length, seconds; " + _EXPLICIT + ", else 10", group="split",
+                                experiment=True)
+    guard_s: float | None = opt(None, "extra gap (s) between parts; " + _EXPLICIT + ", else 0", group="split",
+                                experiment=True)
+    d: int | None = opt(None, "attention width of the target (default: the sources'; D-CAT needs it equal)",
+                        group="model", experiment=True)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.modality = self.tgt
+        if isinstance(self.src, (list, tuple)):
+            self.src = ",".join(parse_list(self.src))
+        if isinstance(self.src_ckpt, (list, tuple)):
+            self.src_ckpt = ",".join(parse_list(self.src_ckpt))
+        if self.src_weights is not None:
+            try:
+                self.src_weights = parse_list(self.src_weights, float)
+            except ValueError:
+                raise TrainingError(f"--src-weights {self.src_weights}: give numbers, comma-separated, one per "
+                                    "--src stream (e.g. 1,0.5)") from None
+        if isinstance(self.misalign, dict):
+            self.misalign = format_misalign(self.misalign) or None
+
+    def sources(self) -> list[str]:
+        """The source streams, in order."""
+        return parse_list(self.src)
+
+    def source_weights(self) -> list[float]:
+        """One weight per source (default 1 each)."""
+        return list(self.src_weights) if self.src_weights is not None else [1.0] * len(self.sources())
+
+    def source_ckpts(self) -> list[str | None]:
+        """One checkpoint (or None: find it under ``runs``) per source."""
+        ck = parse_list(self.src_ckpt)
+        return ck if ck else [None] * len(self.sources())
+
+    def explicit_split(self) -> bool:
+        return any(v not in (None, [], ()) for v in (self.split, self.split_seed, self.val_frac, self.test_frac, self.block_s,
+                                                     self.guard_s, self.test_subjects, self.fold, self.folds))
+
+
+#: training settings an experiment's ``[train]`` table may set (the rest are per cell)
+EXPERIMENT_TRAIN_KEYS = experiment_keys(TransferConfig)

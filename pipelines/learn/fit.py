@@ -1,0 +1,145 @@
+"""The epoch loop: train, validate, log, checkpoint, stop early, resume (``fit``).
+
+Resuming restores model, optimizer, schedule, early-stopping state and the torch RNG from
+``last.pt``; the data order depends only on (seed, epoch), so an interrupted and resumed run ends
+with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from pipelines.core.errors import TrainingError
+from pipelines.learn import distributed as ddp
+from pipelines.learn.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.learn.config import TrainConfig
+from pipelines.learn.data import BlockDataset, make_loader
+from pipelines.learn.device import default_workers
+from pipelines.learn.engine import Hooks, StepFn, evaluate_model, make_schedule, param_groups, train_one_epoch
+from pipelines.learn.models import DcatModel
+from pipelines.learn.runs import jsonable, truncate_metrics
+
+
+def _rng_state() -> dict:
+    st = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+@dataclass
+class FitState:
+    epoch: int = -1  # last finished epoch
+    step: int = 0
+    best_f1: float = -1.0
+    best_loss: float = float("inf")
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    stopped_early: bool = False
+
+
+def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset, val_loader, device,
+        step_fn: StepFn, stream: str, classes: list[str], ckpt_base: dict, resuming: bool,
+        hooks: Hooks | None = None, augment_kinds: dict | None = None,
+        aux: torch.nn.Module | None = None) -> FitState:
+    """The epoch loop: train, validate, log, checkpoint, stop early. Returns the final state.
+
+    ``aux``: extra trainable parameters the step uses beside ``model`` (the feature-KD projections
+    of ``pipelines.learn.transfer``): optimised with the model, saved in both checkpoints under ``aux``
+    (not in ``model``, so inference never needs them) and restored on resume.
+
+    Several processes (:mod:`pipelines.learn.distributed`): ``model``'s BatchNorm layers are made
+    synchronous (in place; the state-dict keys stay the same) and it is trained through
+    DistributedDataParallel; ``train_ds`` must be built with this rank (``rank``/``world``) and
+    ``val_loader`` read this rank's share of the validation windows. Only rank 0 reads and writes
+    the run folder (``last.pt`` on resume is read there and sent to the others).
+    """
+    hooks = hooks or Hooks()
+    out = Path(out)
+    multi = ddp.is_distributed()
+    main = ddp.is_main()
+    if multi:
+        model = ddp.sync_batchnorm(model, device)
+    workers = default_workers(cfg.workers, device)
+    loader = make_loader(train_ds, workers, pin_memory=device.type == "cuda", seed=cfg.seed)
+    steps_per_epoch = len(train_ds)
+    if steps_per_epoch == 0:
+        raise TrainingError(f"the training part of the split has no windows ({out / 'split.json'})")
+    groups = param_groups(model, cfg.weight_decay)
+    if aux is not None:
+        for g, ga in zip(groups, param_groups(aux, cfg.weight_decay)):
+            g["params"] = g["params"] + ga["params"]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    scheduler = make_schedule(optimizer, cfg.epochs * steps_per_epoch, int(round(cfg.warmup_epochs * steps_per_epoch)))
+    st = FitState()
+    metrics_path = out / "metrics.jsonl"
+    if resuming:
+        ck = (ddp.on_main(load_checkpoint, out / "last.pt", map_location="cpu") if multi
+              else load_checkpoint(out / "last.pt", map_location=device))
+        model.load_state_dict(ck["model"])
+        if aux is not None:
+            aux.load_state_dict(ck["aux"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        st = FitState(**ck["fit_state"])
+        _set_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else [t.cpu() for t in v])
+                        for k, v in ck["rng"].items()})
+        if main:
+            truncate_metrics(metrics_path, st.epoch)
+        hooks.message(f"resuming {out} after epoch {st.epoch + 1} (step {st.step})")
+    elif main:
+        metrics_path.write_text("")
+    train_model = ddp.wrap_ddp(model, device) if multi else model
+    fwd_model = torch.compile(train_model) if (cfg.compile and device.type == "cuda") else train_model
+    for epoch in range(st.epoch + 1, cfg.epochs):
+        if st.stopped_early:
+            break
+        t0 = time.perf_counter()
+        train_ds.set_epoch(epoch)
+        hooks.on_epoch_start(epoch, cfg.epochs, steps_per_epoch)
+        tm, st.step = train_one_epoch(fwd_model, loader, optimizer, scheduler, device, step_fn, epoch=epoch,
+                                      step=st.step, grad_clip=cfg.grad_clip, hooks=hooks,
+                                      augment_kinds=augment_kinds, aux=aux, seed=cfg.seed)
+        vm = evaluate_model(model, val_loader, device, stream, classes, "val")
+        f1, vloss = vm["val_macro_f1"], vm["val_loss"]
+        improved = (not math.isnan(f1)) and (f1 > st.best_f1 + 1e-12 or (abs(f1 - st.best_f1) <= 1e-12 and vloss < st.best_loss))
+        if math.isnan(f1):
+            improved = True  # no validation windows (--val-frac 0): the latest epoch is the best
+        if improved:
+            st.best_f1, st.best_loss, st.best_epoch, st.bad_epochs = f1, vloss, epoch, 0
+        else:
+            st.bad_epochs += 1
+        st.epoch = epoch
+        if cfg.patience and st.bad_epochs >= cfg.patience:
+            st.stopped_early = True
+        row = {"epoch": epoch, "step": st.step, "lr": optimizer.param_groups[0]["lr"], **tm, **vm,
+               "best_epoch": st.best_epoch, "best_val_macro_f1": st.best_f1,
+               "epoch_seconds": time.perf_counter() - t0}
+        base = {**ckpt_base, "model": model.state_dict(), "epoch": epoch, "step": st.step,
+                "best": {"val_macro_f1": st.best_f1, "epoch": st.best_epoch}}
+        if aux is not None:
+            base["aux"] = aux.state_dict()
+        if main:
+            if improved:
+                save_checkpoint(out / "best.pt", base)
+            save_checkpoint(out / "last.pt", {**base, "optimizer": optimizer.state_dict(),
+                                              "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                                              "fit_state": asdict(st)})
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(jsonable(row)) + "\n")
+        hooks.on_epoch_end(epoch, row)
+    train_ds.close()
+    ddp.barrier()
+    return st
