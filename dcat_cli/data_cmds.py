@@ -197,7 +197,7 @@ def validate_cmd(
     """
 
     def body():
-        from pipelines.shards.manifest import validate_shards
+        from pipelines.shards.validate import validate_shards
         from pipelines.ingest.validate import looks_like_shards, validate_raw
 
         kind = "shards" if looks_like_shards(path) else "raw"
@@ -270,11 +270,3 @@ def synth_cmd(
         out_console.print_json(json.dumps(info, default=str))
 
     run_guarded(body)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("preprocess")(preprocess_cmd)
-    app.command("inspect")(inspect_cmd)
-    app.command("validate")(validate_cmd)
-    app.command("manifest")(manifest_cmd)
-    app.command("synth")(synth_cmd)

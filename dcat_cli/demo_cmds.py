@@ -56,7 +56,3 @@ def demo_cmd(
                           f"took {res['seconds']:.0f} s")
 
     run_guarded(body)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("demo")(demo_cmd)

@@ -145,7 +145,3 @@ def experiment_cmd(
                  f"{res['out']}/failed.json. Fix the cause and run the same command again: finished cells are kept.")
 
     run_guarded(body)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("experiment")(experiment_cmd)

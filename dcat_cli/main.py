@@ -1,4 +1,4 @@
-"""`dcat`: the typer app. Each command group lives in its own module and registers here.
+"""`dcat`: the typer app. Each command group lives in its own module; COMMANDS below joins them.
 
 Heavy imports (torch, decord, librosa, h5py) happen inside command bodies so `dcat --help` is fast.
 """
@@ -36,10 +36,15 @@ def _main(
 
 from dcat_cli import data_cmds, demo_cmds, experiment_cmds, train_cmds  # noqa: E402
 
-data_cmds.register(app)
-train_cmds.register(app)
-demo_cmds.register(app)
-experiment_cmds.register(app)
+#: every command, in the order `dcat --help` lists them
+COMMANDS = {
+    "preprocess": data_cmds.preprocess_cmd, "inspect": data_cmds.inspect_cmd, "validate": data_cmds.validate_cmd,
+    "manifest": data_cmds.manifest_cmd, "synth": data_cmds.synth_cmd,
+    "pretrain": train_cmds.pretrain_cmd, "transfer": train_cmds.transfer_cmd, "evaluate": train_cmds.evaluate_cmd,
+    "predict": train_cmds.predict_cmd, "demo": demo_cmds.demo_cmd, "experiment": experiment_cmds.experiment_cmd,
+}
+for _name, _cmd in COMMANDS.items():
+    app.command(_name)(_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

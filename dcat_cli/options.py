@@ -67,3 +67,45 @@ def config_command(cls, body: Callable, *, extra: list[inspect.Parameter] = (), 
 def flag(name: str, *flags: str, help: str, default=False, typ=bool) -> inspect.Parameter:
     """An extra (not config) option, e.g. ``--json``."""
     return _P(name, _P.KEYWORD_ONLY, default=default, annotation=Annotated[typ, typer.Option(*flags, help=help)])
+
+
+# ------------------------------------------------------------------ README tables
+
+README_BLOCKS = ("pretrain", "transfer", "experiment-train")
+
+
+def readme_block(name: str) -> str:
+    """The generated text of README block ``name`` (between ``<!-- options: name -->`` and
+    ``<!-- /options -->``), derived from the config dataclasses."""
+    from pipelines.core.options import option_table, own_fields
+    from pipelines.learn.config import EXPERIMENT_TRAIN_KEYS, TrainConfig, TransferConfig
+
+    if name == "pretrain":
+        return option_table(TrainConfig)
+    if name == "transfer":
+        return option_table(TransferConfig, only=own_fields(TransferConfig))
+    if name == "experiment-train":
+        return ("`[train]` keys (each is the `dcat pretrain`/`dcat transfer` option of that name, `_` for `-`): "
+                + ", ".join(f"`{k}`" for k in EXPERIMENT_TRAIN_KEYS) + ".\n")
+    raise KeyError(name)
+
+
+def update_readme(text: str) -> str:
+    """``text`` with every generated block replaced by :func:`readme_block`'s current text."""
+    import re
+
+    for name in README_BLOCKS:
+        pat = re.compile(rf"(<!-- options: {re.escape(name)} -->\n)(.*?)(<!-- /options -->)", re.S)
+        if not pat.search(text):
+            raise KeyError(f"README has no '<!-- options: {name} -->' block")
+        text = pat.sub(lambda m: m.group(1) + readme_block(name) + m.group(3), text)
+    return text
+
+
+if __name__ == "__main__":  # python -m dcat_cli.options README.md: rewrite the generated tables
+    import sys
+    from pathlib import Path
+
+    for arg in sys.argv[1:] or ["README.md"]:
+        p = Path(arg)
+        p.write_text(update_readme(p.read_text()))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
@@ -98,36 +98,35 @@ def _json_quiet() -> list:
             flag("quiet", "--quiet", "-q", help="No progress on stderr.")]
 
 
-def _pretrain_body(cfg, as_json: bool, quiet: bool) -> None:
-    def body():
-        from pipelines.learn.pretrain import pretrain
+def _training_body(stage: str) -> Callable:
+    """The body of `dcat pretrain` / `dcat transfer`: run the stage with progress on stderr, print
+    its info record."""
 
-        with RichHooks(quiet) as hooks:
-            info = pretrain(cfg, hooks)
-        _print_info(info, as_json, f"pretrain {cfg.modality}")
+    def run(cfg, as_json: bool, quiet: bool) -> None:
+        def body():
+            if stage == "pretrain":
+                from pipelines.learn.pretrain import pretrain as train
+                title = f"pretrain {cfg.modality}"
+            else:
+                from pipelines.learn.transfer import transfer as train
+                title = f"transfer {cfg.src} -> {cfg.tgt} ({cfg.method})"
+            with RichHooks(quiet) as hooks:
+                info = train(cfg, hooks)
+            _print_info(info, as_json, title)
 
-    run_guarded(body)
+        run_guarded(body)
+
+    return run
 
 
-def _transfer_body(cfg, as_json: bool, quiet: bool) -> None:
-    def body():
-        from pipelines.learn.transfer import transfer
-
-        with RichHooks(quiet) as hooks:
-            info = transfer(cfg, hooks)
-        _print_info(info, as_json, f"transfer {cfg.src} -> {cfg.tgt} ({cfg.method})")
-
-    run_guarded(body)
-
-
-pretrain_cmd = config_command(TrainConfig, _pretrain_body, extra=_json_quiet(), name="pretrain_cmd", doc="""\
+pretrain_cmd = config_command(TrainConfig, _training_body("pretrain"), extra=_json_quiet(), name="pretrain_cmd", doc="""\
 Train one stream's pipeline alone (encoder -> self-attention -> classifier).
 
 Example: `dcat pretrain --modality video` writes runs/video-id/ (config.json, split.json,
 metrics.jsonl, best.pt, last.pt).
 """)
 
-transfer_cmd = config_command(TransferConfig, _transfer_body, extra=_json_quiet(), name="transfer_cmd", doc="""\
+transfer_cmd = config_command(TransferConfig, _training_body("transfer"), extra=_json_quiet(), name="transfer_cmd", doc="""\
 Train the target stream from frozen source(s): D-CAT (CE + lambda * ||norm(K_t^T V_t) - norm(K_s^T V_s)||_F) or a baseline.
 
 Example: `dcat transfer --src video --tgt imu` (after `dcat pretrain --modality video`);
@@ -210,10 +209,3 @@ def predict_cmd(
             sys.stdout.write(text)
 
     run_guarded(body)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("pretrain")(pretrain_cmd)
-    app.command("transfer")(transfer_cmd)
-    app.command("evaluate")(evaluate_cmd)
-    app.command("predict")(predict_cmd)

@@ -106,7 +106,7 @@ def assert_good_shards(out: Path, good: list[str]) -> None:
     """Each good recording has a complete, valid shard and is in the manifest."""
     import h5py
 
-    from pipelines.shards.manifest import validate_shards
+    from pipelines.shards.validate import validate_shards
 
     for rid in good:
         p = out / f"{rid}.h5"

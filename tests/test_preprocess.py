@@ -11,7 +11,8 @@ import pytest
 
 from conftest import ground_truth
 from pipelines.core.errors import DcatError, ShardError
-from pipelines.shards.manifest import read_shard_summary, validate_shards
+from pipelines.shards.manifest import read_shard_summary
+from pipelines.shards.validate import validate_shards
 from pipelines.ingest.preprocess import PreprocessConfig, preprocess, process_recording
 from pipelines.ingest.raw import discover, select_shard
 from pipelines.ingest.resample import resample_irregular

@@ -1,0 +1,92 @@
+"""Every training option is declared once (pipelines/learn/config.py): the typer options of
+`dcat pretrain` / `dcat transfer`, the experiment's `[train]` keys and the README's tables are
+derived from the dataclass fields, and this file fails when any of them disagrees."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dcat_cli import options as cli_options
+from dcat_cli.main import app
+from dcat_cli.train_cmds import pretrain_cmd, transfer_cmd
+from pipelines.core.options import cli_fields, experiment_keys, option_table
+from pipelines.learn.config import EXPERIMENT_TRAIN_KEYS, TrainConfig, TransferConfig
+from pipelines.study.experiment import TRAIN_KEYS
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_option_tables_are_the_generated_ones():
+    text = README.read_text()
+    assert cli_options.update_readme(text) == text, (
+        "README.md's option tables differ from pipelines/learn/config.py: run `python -m dcat_cli.options README.md`")
+
+
+def test_a_changed_readme_row_is_detected():
+    text = README.read_text()
+    row = "| `--lr` | `0.002` |"
+    assert row in text
+    edited = text.replace(row, "| `--lr` | `0.01` |")
+    assert cli_options.update_readme(edited) == text
+
+
+def test_table_rows_follow_the_fields():
+    table = option_table(TrainConfig)
+    assert table.count("\n") == 2 + len(cli_fields(TrainConfig))
+    assert "| `--modality, -m` | required |" in table
+    assert "| `--augment/--no-augment` | off |" in table
+    t = option_table(TransferConfig, only=["lam", "mcma"])
+    assert t.splitlines()[2].startswith("| `--lambda` | `1` |") and "--mcma/--no-mcma" in t.splitlines()[3]
+
+
+def test_commands_take_exactly_the_config_fields():
+    for cmd, cls in ((pretrain_cmd, TrainConfig), (transfer_cmd, TransferConfig)):
+        params = list(cmd.__signature__.parameters)
+        assert params == [f.name for f in cli_fields(cls)] + ["as_json", "quiet"]
+    assert "modality" not in transfer_cmd.__signature__.parameters  # the target is --tgt
+
+
+def test_experiment_train_keys_are_derived():
+    assert TRAIN_KEYS == EXPERIMENT_TRAIN_KEYS == experiment_keys(TransferConfig)
+    names = {f.name for f in dataclasses.fields(TransferConfig)}
+    assert set(TRAIN_KEYS) <= names
+    assert {"epochs", "d", "lr", "norm", "batch_size", "val_frac"} <= set(TRAIN_KEYS)
+    assert not {"seed", "src", "tgt", "out", "device", "resume"} & set(TRAIN_KEYS)
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    got = {}
+
+    def fake(cfg, hooks=None):
+        got["cfg"] = cfg
+        return {"run_dir": "x"}
+
+    import pipelines.learn.pretrain
+    import pipelines.learn.transfer
+
+    monkeypatch.setattr(pipelines.learn.pretrain, "pretrain", fake)
+    monkeypatch.setattr(pipelines.learn.transfer, "transfer", fake)
+    return got
+
+
+def test_pretrain_options_reach_the_config(captured):
+    r = CliRunner().invoke(app, ["pretrain", "-m", "video", "--d", "7", "--test-subjects", "s1, s2", "--lr", "0.1",
+                                 "--augment", "--warmup-epochs", "2", "--split", "ood", "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    assert captured["cfg"] == TrainConfig(modality="video", d=7, test_subjects=["s1", "s2"], lr=0.1, augment=True,
+                                          warmup_epochs=2.0, split="ood")
+
+
+def test_transfer_options_reach_the_config(captured):
+    r = CliRunner().invoke(app, ["transfer", "--src", "video,audio", "--tgt", "imu", "--lambda", "0.5", "--no-mcma",
+                                 "--d", "16", "--src-weights", "1,0.5", "--method", "logit-kd", "-q"])
+    assert r.exit_code == 0, r.output
+    cfg = captured["cfg"]
+    assert cfg == TransferConfig(src="video,audio", tgt="imu", lam=0.5, mcma=False, d=16, src_weights=[1.0, 0.5],
+                                 method="logit-kd")
+    assert (cfg.modality, cfg.sources(), cfg.split, cfg.val_frac) == ("imu", ["video", "audio"], None, None)
