@@ -152,3 +152,4 @@ def test_pipelines_imports_go_down_the_layers_only():
 
 def test_pipelines_has_no_import_cycle():
     assert cycles(read_imports(ROOT)) == []
+
