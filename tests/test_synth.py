@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.synth import generator as synth
-from pipelines.synth import CLASSES, IMU_CHANNELS, MOTION, SHARED_MOTION_PAIRS, SynthConfig, plan_dataset, synthesize
+from pipelines.synth import (CLASSES, IMU_CHANNELS, MOTION, SHARED_MOTION_PAIRS, SynthConfig, plan_dataset, synthesize,
+                             write_recording)
+from pipelines.synth.video import _write_mp4
 from pipelines.core.timeutil import num_samples
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,7 +123,7 @@ def test_container_audio_timing_through_aac(tmp_path):
         x[k:k + 48] += 0.8 * np.exp(-np.arange(48) / 8.0)
     n_frames = num_samples(cfg.seconds, cfg.fps)
     frames = (np.full((cfg.video_size, cfg.video_size, 3), 120, np.uint8) for _ in range(n_frames))
-    synth._write_mp4(tmp_path / "click.mp4", frames, n_frames, cfg, x)
+    _write_mp4(tmp_path / "click.mp4", frames, n_frames, cfg, x)
     with av.open(str(tmp_path / "click.mp4")) as c:
         st = c.streams.audio[0]
         assert st.sample_rate == sr
@@ -223,7 +224,7 @@ def test_shared_motion_pair_same_imu_different_video(tmp_path, pair):
     plan = plan_dataset(cfg)[0]
     gt = {}
     for cls in (a, b, "wave"):
-        gt[cls] = synth.write_recording(tmp_path / cls, plan.with_labels({plan.whole_label: cls}), cfg)
+        gt[cls] = write_recording(tmp_path / cls, plan.with_labels({plan.whole_label: cls}), cfg)
     imu_a = _read_imu(tmp_path / a / "imu.csv")[1]
     imu_b = _read_imu(tmp_path / b / "imu.csv")[1]
     imu_w = _read_imu(tmp_path / "wave" / "imu.csv")[1]
@@ -243,7 +244,7 @@ def test_envelopes_reveal_imu_lag(tmp_path):
 
     cfg = SynthConfig(subjects=1, recordings=1, seconds=16.0, seed=2, whole_label_every=0, dropouts=False)
     plan = dataclasses.replace(plan_dataset(cfg)[0], imu_true_offset_s=0.4, offsets_declared=False)
-    gt = synth.write_recording(tmp_path / "rec", plan, cfg)
+    gt = write_recording(tmp_path / "rec", plan, cfg)
     expected = gt["expected_lag_s"]["imu"]
     assert expected == pytest.approx(-0.4)
     v = _video_gray(tmp_path / "rec" / "video.mp4")
