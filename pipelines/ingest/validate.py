@@ -31,19 +31,13 @@ def validate_raw(path: Path, deep: bool = False) -> list[str]:
             segs = read_segments(rec)
             if not deep:
                 continue
-            from pipelines.ingest.readers import VideoSource, iter_audio, read_imu_csv
+            from pipelines.ingest.streams import KINDS
 
             ends = []
             for s in rec.streams.values():
-                if s.kind == "imu":
-                    tab = read_imu_csv(s, rec.id)
-                    ends.append(float(tab.t[-1]) + s.clock_offset_s)
-                elif s.kind == "video":
-                    v = VideoSource(s, rec.id, (32, 32))
-                    ends.append(float(v.t[-1]) + s.clock_offset_s)
-                else:
-                    for _t, _x, _sr in iter_audio(s, rec.id):
-                        break
+                end = KINDS[s.kind].probe_end_s(s, rec.id)
+                if end is not None:
+                    ends.append(end)
             if ends:
                 check_segments_inside(rec, segs, max(ends))
         except RecordingError as e:

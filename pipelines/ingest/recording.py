@@ -1,0 +1,251 @@
+"""One recording -> one synchronized, windowed HDF5 shard (``process_recording``).
+
+Per recording, with memory that does not grow with the recording's length:
+
+A. read: every stream once, by its kind (``pipelines.ingest.streams``): the IMU CSV (whole,
+   float32 channels) and the audio (decoded in ~10 s chunks, resampled with soxr to --audio-sr
+   into a scratch file beside the output); the video is opened and put on the --fps grid by its
+   timestamps, not decoded yet. Activity envelopes are collected on the way.
+B. align: clock offsets from meta.json are applied. The lag of every stream behind the reference
+   stream (the first video, else audio, else IMU) is estimated from the envelopes and reported
+   after the video is decoded; with ``align="estimate"`` it must be known before windowing, so the
+   video is decoded once into a scratch file first and the lag is applied (a grid origin moves).
+C. window: windows inside the span all streams cover pass a quality gate (``windows``: coverage,
+   exact length, gaps, NaN, label purity; rejections counted by reason). Each stream's samples that
+   kept windows cover are written once (video decoded forward in chunks straight into the shard,
+   IMU resampled on the window grid, log-mel per run of windows) to a temporary file beside
+   ``<id>.h5``, renamed to it only when complete (``pipelines.core.io.atomic_path``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from pipelines import __version__
+from pipelines.core.errors import RecordingError
+from pipelines.core.io import atomic_path
+from pipelines.ingest.align import estimate_lag
+from pipelines.ingest.config import PreprocessConfig
+from pipelines.ingest.raw import Recording, StreamSpec, check_segments_inside, load_recording, read_segments
+from pipelines.ingest.streams import KINDS, Stream
+from pipelines.ingest.windows import Span, WindowPlan, check_coverage, gate_windows
+
+
+def shard_path(out_dir: Path, rid: str) -> Path:
+    return Path(out_dir) / f"{rid}.h5"
+
+
+class _Laps:
+    """Seconds per step (``timing_s`` of the info record): a call charges the time since the
+    previous call to ``name``."""
+
+    def __init__(self):
+        self.timing: dict[str, float] = {}
+        self.tick = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timing[name] = self.timing.get(name, 0.0) + now - self.tick
+        self.tick = now
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.timing.items()}
+
+
+# ------------------------------------------------------------------------------ A: read
+def _selected_specs(rec: Recording, cfg: PreprocessConfig) -> list[StreamSpec]:
+    """The streams to keep: all in meta.json, or those ``--streams`` names (in its order)."""
+    if cfg.streams is None:
+        return list(rec.streams.values())
+    missing = [s for s in cfg.streams if s not in rec.streams]
+    if missing:
+        raise RecordingError(rec.id, "meta.json", f"has no stream(s) {missing} (--streams); it has {list(rec.streams)}")
+    return [rec.streams[s] for s in cfg.streams]
+
+
+def read_streams(rec: Recording, specs: list[StreamSpec], cfg: PreprocessConfig,
+                 scratch_dir: Path) -> tuple[list[Stream], list[str]]:
+    """Read every stream once (video: opened, timestamps read; decoded later, on demand); returns
+    the streams and the warnings so far (declared rates the timestamps contradict)."""
+    series = [KINDS[spec.kind].read(spec, rec, cfg, scratch_dir) for spec in specs]
+    warnings: list[str] = []
+    for s in series:
+        s.info["clock_offset_s"] = s.offset_s
+        if not s.info["rate_ok"]:
+            warnings.append(f"{s.file}: declared {s.info['declared_rate_hz']:g} Hz but timestamps give "
+                            f"{s.info['measured_rate_hz']:.4g} Hz (resampled by timestamps)")
+    return series, warnings
+
+
+# ------------------------------------------------------------------------------ B: align
+def estimate_lags(series: list[Stream], ref: Stream, cfg: PreprocessConfig, apply: bool, warnings: list[str]) -> None:
+    """Estimate every stream's lag behind ``ref``; record it in the stream's info; apply it if asked."""
+    ref.info.update(lag_s=0.0, lag_corr=1.0, lag_reliable=True, lag_applied_s=0.0, in_sync_ok=True)
+    for s in series:
+        if s is ref:
+            continue
+        est = estimate_lag(ref.envelope, ref.offset_s, s.envelope, s.offset_s, cfg.max_lag_s)
+        applied = 0.0
+        if apply:
+            if est["reliable"]:
+                applied = -est["lag_s"]
+                s.offset_s += applied
+            else:
+                warnings.append(f"{s.file}: lag estimate unreliable (peak correlation {est['corr']:.2f}); "
+                                "not applied, meta.json offset kept")
+        residual = abs(est["lag_s"] + applied)
+        # in_sync_ok: True / False when the estimate is reliable, None when it cannot tell
+        in_sync = (residual <= cfg.lag_tol_s) if est["reliable"] else (True if residual <= cfg.lag_tol_s else None)
+        s.info.update(lag_s=est["lag_s"], lag_corr=est["corr"], lag_second_corr=est.get("second_corr"),
+                      lag_reliable=est["reliable"], lag_applied_s=applied, in_sync_ok=in_sync)
+        if abs(est["lag_s"]) > cfg.lag_tol_s and math.isfinite(est["lag_s"]):
+            msg = (f"{s.file}: events lag {ref.file} ({ref.name}) by {est['lag_s']:+.3f} s "
+                   f"(correlation {est['corr']:.2f}")
+            if not est["reliable"]:
+                msg += f", uncertain: another peak reaches {est.get('second_corr', float('nan')):.2f})"
+            else:
+                msg += ")"
+            msg += "; applied (--align estimate)" if applied else "; check clock_offset_s or use --align estimate"
+            warnings.append(msg)
+
+
+def align_streams(series: list[Stream], cfg: PreprocessConfig, scratch_dir: Path, warnings: list[str]) -> Stream:
+    """Pick the reference stream; with ``--align estimate`` estimate and apply every lag now (the
+    envelopes are completed first). Otherwise the lag is estimated and reported after writing."""
+    ref = min(series, key=lambda s: s.ref_rank)
+    if cfg.align == "estimate":
+        for s in series:
+            s.complete_envelope(scratch_dir)
+        estimate_lags(series, ref, cfg, True, warnings)
+    return ref
+
+
+# ------------------------------------------------------------------------------ C: write
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _sources(rec: Recording, series: list[Stream]) -> list[dict]:
+    """Every input file the shard was made from (streams, labels, meta.json) with size and hash."""
+    files = {s.file for s in series} | ({rec.labels_file} if rec.labels_file else set()) | {"meta.json"}
+    sources = []
+    for f in sorted(files):
+        p = rec.dir / f
+        sources.append({"file": f, "size_bytes": p.stat().st_size, "sha256": _sha256(p),
+                        "streams": [s.name for s in series if s.file == f]})
+    return sources
+
+
+def info_record(rec: Recording, series: list[Stream], ref: Stream, plan: WindowPlan, span: Span,
+                warnings: list[str]) -> dict:
+    """The recording's checks (``checks_json`` in the shard, the ``info`` of its run result)."""
+    lag_vals = [abs(s.info["lag_s"]) for s in series if s is not ref and s.info.get("lag_reliable")]
+    return {
+        "recording": rec.id, "subject": rec.subject, "reference_stream": ref.name,
+        "streams": {s.name: s.info for s in series},
+        "span_s": [span.a, span.b], "windows_total": plan.windows_total, "windows_kept": plan.n_kept,
+        "rejected": plan.rejected, "max_abs_lag_ms": 1000 * max(lag_vals) if lag_vals else 0.0,
+        "sync_ok": (False if any(s.info.get("in_sync_ok") is False for s in series) else
+                    None if any(s.info.get("in_sync_ok") is None for s in series) else True),
+        "rate_ok": all(s.info["rate_ok"] for s in series), "warnings": warnings,
+    }
+
+
+def _write_windows(h, plan: WindowPlan, window_s: float) -> None:
+    """The ``windows`` group: start, end, label and label purity of every kept window."""
+    import h5py
+
+    from pipelines.shards.format import WINDOWS_TYPE, set_encoding
+
+    keep = plan.keep
+    g = h.create_group("windows")
+    set_encoding(g, WINDOWS_TYPE)
+    g.create_dataset("start_s", data=plan.starts[keep].astype(np.float64))
+    g.create_dataset("end_s", data=(plan.starts[keep] + window_s).astype(np.float64))
+    g.create_dataset("label", data=np.array(list(plan.labels[keep]), dtype=object), dtype=h5py.string_dtype())
+    g.create_dataset("label_purity", data=plan.purity[keep])
+
+
+def write_shard(path: Path, rec: Recording, cfg: PreprocessConfig, series: list[Stream], ref: Stream,
+                plan: WindowPlan, span: Span, warnings: list[str], laps: _Laps) -> dict:
+    """Write the shard to ``path``: attributes, windows, every stream, then (``--align meta``) the
+    lags, the sources and the info record. Returns the info record."""
+    import h5py
+
+    from pipelines.shards.format import SHARD_TYPE, STREAM_TYPE, set_encoding
+
+    with h5py.File(path, "w") as h:
+        set_encoding(h, SHARD_TYPE)
+        h.attrs.update({
+            "recording_id": rec.id, "subject": rec.subject, "session": rec.session, "n_windows": plan.n_kept,
+            "window_s": cfg.window_s, "stride_s": cfg.stride_s, "tool_version": __version__,
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "args_json": json.dumps(cfg.as_dict()), "meta_json": json.dumps(rec.meta),
+        })
+        _write_windows(h, plan, cfg.window_s)
+        sg = h.create_group("streams")
+        for s in series:
+            gs = sg.create_group(s.name)
+            set_encoding(gs, STREAM_TYPE)
+            s.write(gs, rec, cfg, plan.first[s.name][plan.keep], plan.per_window[s.name])
+            laps(f"write_{s.name}_s")
+        # the lag is reported for every recording; in meta mode the video envelope is complete only now
+        if cfg.align != "estimate":
+            estimate_lags(series, ref, cfg, False, warnings)
+            laps("lag_s")
+        for s in series:
+            sg[s.name].attrs["lag_applied_s"] = s.info["lag_applied_s"]
+        sources = _sources(rec, series)
+        info = info_record(rec, series, ref, plan, span, warnings)
+        laps("hash_s")
+        info["timing_s"] = laps.rounded()
+        h.attrs["sources_json"] = json.dumps(sources)
+        h.attrs["checks_json"] = json.dumps(info, default=float)
+    return info
+
+
+# ------------------------------------------------------------------------------ the pipeline
+def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> dict:
+    """Preprocess one recording into ``out_dir/<id>.h5``. Raises RecordingError on bad input.
+
+    Returns the recording's info record (also stored in the shard as ``checks_json``).
+    """
+    t_start = time.perf_counter()
+    rec = load_recording(rec_dir, need_labels=cfg.labels == "require")
+    if cfg.labels == "ignore":
+        rec.label, rec.labels_file = "", None  # windows carry the empty label; no purity gate
+    segs = read_segments(rec)
+    specs = _selected_specs(rec, cfg)
+    out_dir = Path(out_dir)
+    scratch_dir = out_dir / f".scratch-{rec.id}-{os.getpid()}"
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        laps = _Laps()
+        series, warnings = read_streams(rec, specs, cfg, scratch_dir)
+        laps("read_s")
+        # the lag is always estimated and reported; with --align estimate it is applied before windowing
+        ref = align_streams(series, cfg, scratch_dir, warnings)
+        span = check_coverage(rec, series, cfg, warnings)
+        if cfg.streams is None:  # with a subset of streams the recording may extend beyond them
+            check_segments_inside(rec, segs, span.u1)
+        plan = gate_windows(rec, segs, series, span, cfg)
+        laps("align_gate_s")
+        with atomic_path(shard_path(out_dir, rec.id)) as tmp:
+            info = write_shard(tmp, rec, cfg, series, ref, plan, span, warnings, laps)
+        info["seconds"] = time.perf_counter() - t_start
+        return info
+    finally:
+        shutil.rmtree(scratch_dir, ignore_errors=True)

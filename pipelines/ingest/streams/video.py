@@ -1,0 +1,134 @@
+"""Video streams: put on the ``--fps`` grid by frame timestamps, decoded forward on demand.
+
+Reading opens the file and reads its timestamps only; frames are decoded once, while they are
+written to the shard (or into a scratch file first when the lag must be known before windowing).
+The activity envelope is the frame-difference energy, collected on the way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.core.errors import RecordingError
+from pipelines.core.timeutil import EPS_S
+from pipelines.ingest.align import Envelope
+from pipelines.ingest.config import PreprocessConfig
+from pipelines.ingest.raw import Recording, StreamSpec
+from pipelines.ingest.readers import VideoSource
+from pipelines.ingest.resample import GAP_FACTOR, measured_rate, select_frames
+from pipelines.ingest.streams.base import Stream, gap_stats, rate_check, run_samples
+
+VIDEO_CHUNK = 256  # frames decoded per decoder call (about 10 MB at 112x112)
+
+
+class VideoFrames:
+    """A video on the ``--fps`` grid, decoded forward on demand; the activity envelope is collected
+    on the way (frame-difference energy between consecutive grid frames; NaN where not decoded).
+
+    ``span(a, b)`` decodes grid frames ``[a, b)`` with one decoder call and returns them; spans
+    must move forward (the shard stores every grid frame at most once, so nothing is decoded twice).
+    """
+
+    def __init__(self, src: VideoSource, idx: np.ndarray, shape: tuple[int, int, int], rec: str, file: str):
+        self.src, self.idx, self.shape, self.rec, self.file = src, idx, shape, rec, file
+        self.env = np.full(len(idx), np.nan)
+        self.done = 0  # grid frames below this were returned already
+        self._prev: tuple[int, np.ndarray] | None = None  # (grid index, small gray frame)
+
+    def span(self, a: int, b: int) -> np.ndarray:
+        if a < self.done:
+            raise RuntimeError(f"VideoFrames.span went backwards ({a} < {self.done})")
+        need = self.idx[a:b]
+        uniq = np.unique(need)
+        frames = self.src.get(uniq)
+        if frames.shape[1:] != self.shape:
+            raise RecordingError(self.rec, self.file, f"decoder returned frames of shape {frames.shape[1:]}")
+        if len(uniq) != len(need):  # the grid is faster than the video: a frame is held
+            frames = frames[np.searchsorted(uniq, need)]
+        small = frames[:, ::8, ::8, 1].astype(np.int16)  # green channel, 1/64 of the pixels: enough for motion energy
+        d = np.full(len(frames), np.nan)
+        d[1:] = np.abs(np.diff(small, axis=0)).mean(axis=(1, 2))
+        if self._prev is not None and self._prev[0] == a - 1:
+            d[0] = np.abs(small[0] - self._prev[1]).mean()
+        self.env[a:b] = d
+        self._prev = (b - 1, small[-1])
+        self.done = b
+        return frames
+
+
+@dataclass
+class VideoStream(Stream):
+    """Frames on the ``--fps`` grid (uint8 RGB at ``--video-size``); a grid time with no source
+    frame close enough is invalid (a gap)."""
+
+    kind = "video"
+    ref_rank = 0
+
+    valid: np.ndarray | None = None  # bool [n]: False in gaps
+    frames: VideoFrames | None = None  # decoded on demand
+
+    @classmethod
+    def read(cls, spec: StreamSpec, rec: Recording, cfg: PreprocessConfig, scratch_dir: Path) -> VideoStream:
+        """Open the video and put it on the ``--fps`` grid by timestamps (nothing decoded yet)."""
+        src = VideoSource(spec, rec.id, cfg.video_size)
+        ft = src.t
+        rate_meas = measured_rate(ft)
+        period = 1.0 / rate_meas
+        end = float(ft[-1]) + period
+        k = max(0, int(math.floor((end - ft[0]) * cfg.fps + EPS_S)))
+        grid = ft[0] + np.arange(k) / cfg.fps
+        idx, valid = select_frames(ft, grid, GAP_FACTOR * period)
+        h, w = cfg.video_size
+        frames = VideoFrames(src, idx, (h, w, 3), rec.id, spec.file)
+        declared = spec.declared_rate_hz if spec.declared_rate_hz is not None else src.native_fps
+        info = {"kind": "video", "file": spec.file, "frames": int(src.n), **rate_check(declared, rate_meas, 0.01),
+                **gap_stats(ft, GAP_FACTOR * period),
+                "declared_source": "meta.json" if spec.declared_rate_hz is not None else "container",
+                "resample_method": (f"by timestamps: frame shown at each {cfg.fps:g} Hz grid time "
+                                    f"(last frame with pts <= t; source {rate_meas:.4g} fps)"
+                                    + ("; rate matches" if abs(rate_meas - cfg.fps) < 0.01 * cfg.fps else "")),
+                "decoder": "decord"}
+        # a frame difference measures motion between two grid frames: centre it half a period earlier
+        env = Envelope(float(ft[0]) - 0.5 / cfg.fps, cfg.fps, frames.env)
+        return cls(name=spec.name, file=spec.file, rate_hz=cfg.fps, t0_s=float(ft[0]), n=k,
+                   offset_s=spec.clock_offset_s, envelope=env, info=info,
+                   frame_shape=(h, w, 3), dtype="uint8", valid=valid, frames=frames)
+
+    @classmethod
+    def probe_end_s(cls, spec: StreamSpec, rec_id: str) -> float | None:
+        v = VideoSource(spec, rec_id, (32, 32))
+        return float(v.t[-1]) + spec.clock_offset_s
+
+    def complete_envelope(self, scratch_dir: Path) -> None:
+        """Decode the whole video once into a scratch file (the lag must be known before windowing)."""
+        self.scratch = scratch_dir / f"{self.name}.u8"
+        with open(self.scratch, "wb") as f:
+            for a in range(0, self.n, VIDEO_CHUNK):
+                self.frames.span(a, min(self.n, a + VIDEO_CHUNK)).tofile(f)
+
+    def bad_samples(self) -> list[tuple[np.ndarray, str]]:
+        return [(~self.valid, "gap")]
+
+    def samples(self, i0: int, i1: int) -> np.ndarray:
+        """Frames [i0, i1): decoded now, or from the scratch file when decoded already."""
+        if self.scratch is None:
+            return self.frames.span(i0, i1)
+        return super().samples(i0, i1)
+
+    def write_runs(self, gs, rec: Recording, cfg: PreprocessConfig, runs: list[tuple[int, int]],
+                   window_start: np.ndarray, i0: np.ndarray, t_win: int) -> None:
+        """``frames`` uint8 [total, H, W, 3], decoded forward VIDEO_CHUNK frames at a time."""
+        h_, w_ = cfg.video_size
+        ds = gs.create_dataset("frames", shape=(run_samples(runs),) + (h_, w_, 3), dtype=np.uint8)
+        gs.create_dataset("window_start", data=window_start)
+        gs.attrs.update(rate_hz=cfg.fps, samples_per_window=t_win, unit="uint8 RGB", height=h_, width=w_)
+        pos = 0
+        for r0, r1 in runs:
+            for c0 in range(r0, r1, VIDEO_CHUNK):
+                c1 = min(r1, c0 + VIDEO_CHUNK)
+                ds[pos:pos + c1 - c0] = self.samples(c0, c1)
+                pos += c1 - c0
