@@ -7,7 +7,7 @@ For two workloads:
 - ``video_to_imu_dcat_cached``: D-CAT transfer video -> IMU with the frozen video source's
   ``K^T V`` cached (what ``dcat transfer`` does without ``--augment``),
 
-it prints windows/s of the training step (``pipelines.train.train_one_epoch``: forward, backward,
+it prints windows/s of the training step (``pipelines.learn.engine.train_one_epoch``: forward, backward,
 gradient clipping, AdamW, under bf16 autocast on CUDA) on batches already in device memory (the
 ceiling), windows/s end to end through the trainer's own data path (``BlockDataset`` reading the
 shards, the DataLoader with the trainer's worker count and pinned memory on CUDA, uint8 video
@@ -115,7 +115,8 @@ def main(argv=None):
     from pipelines.learn.models import ModelConfig, build_model, frame_indices
     from pipelines.learn.device import configure_threads, default_workers, resolve_device
     from pipelines.learn.engine import ce_step
-    from pipelines.learn.transfer import source_cache, transfer_step
+    from pipelines.learn.source_cache import source_cache
+    from pipelines.learn.transfer_step import transfer_step
 
     if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: CUDA is not available on this machine; use --device cpu or auto")

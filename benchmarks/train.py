@@ -9,7 +9,7 @@ Measures, on shards of the sample-data shape (video 60x112x112x3 @ 30 fps, IMU 1
    samples kept (``*_h5py_span_reads``: the reader before memory maps);
 2. the training step alone on in-memory tensors (windows/s, best of 3 timings): IMU target-only,
    D-CAT with the frozen video source run every step, D-CAT with the source cached, video pretraining;
-3. time per epoch through the real training loop (``pipelines.train.fit``): IMU target-only,
+3. time per epoch through the real training loop (``pipelines.learn.fit.fit``): IMU target-only,
    D-CAT transfer with the source every step, and with the cache (plus the one-off cache build).
 
 Target from the issue: cached transfer at most 1.25x target-only per epoch.
@@ -91,7 +91,7 @@ def main(argv=None):
     from pipelines.learn.device import configure_threads, resolve_device
 
     threads = configure_threads(a.threads, resolve_device("auto"))
-    from pipelines.learn.losses import dcat_loss, kv_scores
+    from pipelines.learn.losses import alignment_distance, kv_scores, transfer_objective
     from pipelines.learn.models import ModelConfig, build_model
     from pipelines.learn.config import TrainConfig, TransferConfig
     from pipelines.learn.pretrain import pretrain
@@ -152,11 +152,13 @@ def main(argv=None):
         with torch.no_grad():
             s = src(b["video"])
             ss_, ok = kv_scores(s["k"], s["v"]), s["logits"].argmax(1) == b["y"]
-        return dcat_loss(o["logits"], b["y"], kv_scores(o["k"], o["v"]), ss_, ok)[0]
+        return transfer_objective(o["logits"], b["y"], {"video": alignment_distance(kv_scores(o["k"], o["v"]), ss_)},
+                                  {"video": ok})[0]
 
     def dcat_cached(m, b):
         o = m(b["imu"])
-        return dcat_loss(o["logits"], b["y"], kv_scores(o["k"], o["v"]), cache[0], cache[1])[0]
+        return transfer_objective(o["logits"], b["y"], {"video": alignment_distance(kv_scores(o["k"], o["v"]), cache[0])},
+                                  {"video": cache[1]})[0]
 
     st = {"imu_target_only": _step_rate(tgt, ce, batch), "dcat_source_every_step": _step_rate(tgt, dcat_live, batch),
           "dcat_cached": _step_rate(tgt, dcat_cached, batch)}

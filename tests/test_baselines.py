@@ -1,6 +1,6 @@
 """Baselines beside D-CAT (logit-KD, feature-KD, no transfer) and several sources at once.
 
-Unit tests of the loss properties (pipelines.learn.losses, pipelines.transfer.transfer_step), then short
+Unit tests of the loss properties (pipelines.learn.losses, pipelines.learn.transfer_step), then short
 end-to-end transfers on small fake shards that hold video, imu and audio streams.
 """
 
@@ -14,16 +14,18 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from _fake_shards import write_fake_shards
+from _reference_losses import dcat_loss, feature_kd_loss, logit_kd_loss
 from pipelines.learn.checkpoint import load_checkpoint, model_from_checkpoint
 from pipelines.learn.evaluate import evaluate_run
-from pipelines.learn.losses import (alignment_distance, dcat_loss, feature_distance, feature_kd_loss, kv_scores,
-                              logit_kd_distance, logit_kd_loss, transfer_objective)
+from pipelines.learn.losses import alignment_distance, feature_distance, kv_scores, logit_kd_distance, transfer_objective
 from pipelines.learn.models import ModelConfig, build_model
 from pipelines.core.errors import TrainingError
 from pipelines.learn.config import TrainConfig, TransferConfig
 from pipelines.learn.engine import Hooks, ce_step
 from pipelines.learn.pretrain import pretrain
-from pipelines.learn.transfer import PooledTap, check_settings, transfer, transfer_step
+from pipelines.learn.source_cache import PooledTap
+from pipelines.learn.transfer import check_settings, transfer
+from pipelines.learn.transfer_step import transfer_step
 
 
 def _randn(*shape, seed=0):

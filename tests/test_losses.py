@@ -1,4 +1,5 @@
-"""The D-CAT loss (pipelines.learn.losses): known values and the properties the method relies on."""
+"""The D-CAT loss (pipelines.learn.losses, and the single-source reference in _reference_losses): known values
+and the properties the method relies on."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipelines.learn.losses import NORMS, alignment_distance, alignment_loss, dcat_loss, kv_scores
+from _reference_losses import alignment_loss, dcat_loss
+from pipelines.learn.losses import NORMS, alignment_distance, kv_scores
 
 
 def _kv(b, n, d, seed):

@@ -19,7 +19,8 @@ from pipelines.core.errors import RunDirError, TrainingError
 from pipelines.learn.config import TrainConfig, TransferConfig
 from pipelines.learn.engine import Hooks
 from pipelines.learn.pretrain import pretrain
-from pipelines.learn.transfer import state_hash, transfer
+from pipelines.learn.sources import state_hash
+from pipelines.learn.transfer import transfer
 
 FAKE = dict(subjects=("s01", "s02", "s03", "s04"), recordings_per_subject=2, duration_s=24.0, seed=3,
             imu_snr=0.6, video_snr=1.0)
@@ -164,9 +165,9 @@ def test_transfer_keeps_the_source_frozen_and_logs_both_terms(runs, shards, tmp_
     before = _sha(src_file)
     src_state = load_checkpoint(src_file)["model"]
     seen = {"calls": 0}
-    import pipelines.learn.transfer as tr
+    import pipelines.learn.sources as sources_mod
 
-    orig = tr.model_from_checkpoint
+    orig = sources_mod.model_from_checkpoint
 
     def spy(ck):
         m = orig(ck)
@@ -179,7 +180,7 @@ def test_transfer_keeps_the_source_frozen_and_logs_both_terms(runs, shards, tmp_
         seen["model"] = m
         return m
 
-    monkeypatch.setattr(tr, "model_from_checkpoint", spy)
+    monkeypatch.setattr(sources_mod, "model_from_checkpoint", spy)
     info = transfer(TransferConfig(threads=1, data=str(shards), src="video", tgt="imu", runs=str(r), out=str(tmp_path / "t"),
                                    cache="off", epochs=2, batch_size=16))
     assert seen["calls"] > 0  # the source ran every step (no cache), always in eval mode without grad

@@ -19,13 +19,13 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, load
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
 
 from pipelines import __version__
 from pipelines.core.errors import DcatError
+from pipelines.core.io import atomic_path
 from pipelines.learn.models import DcatModel, ModelConfig, build_model
 
 CKPT_FORMAT = "dcat-checkpoint"
@@ -37,13 +37,10 @@ class CheckpointError(DcatError):
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """Write ``payload`` (plus format/version) atomically: temporary name, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write ``payload`` (plus format/version) atomically (:func:`pipelines.core.io.atomic_path`)."""
     data = {"format": CKPT_FORMAT, "version": CKPT_VERSION, "tool_version": __version__, **payload}
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:

@@ -7,7 +7,7 @@
 Without those variables (a plain ``python`` / ``dcat`` run) nothing is started and every helper
 here is a no-op, so a single process behaves exactly as before.
 
-What the training code does with it (see ``pipelines.train.fit``):
+What the training code does with it (see ``pipelines.learn.fit.fit``):
 
 - the data: every rank walks the same global batch plan (it depends only on seed, epoch and loader
   workers) and takes its own contiguous slice of each global batch (``BlockDataset(rank, world)``),
@@ -84,7 +84,7 @@ def setup(device_name: str | None = "auto") -> tuple[torch.device, DistInfo]:
 
     ``device_name``: ``auto`` (CUDA if present), ``cpu``, ``cuda``. Under torchrun a CUDA device is
     always ``cuda:LOCAL_RANK`` (one GPU per process). A single process gets
-    ``pipelines.train.resolve_device(device_name)``.
+    ``pipelines.learn.device.resolve_device(device_name)``.
     """
     from pipelines.learn.device import resolve_device
 
@@ -121,6 +121,16 @@ def teardown(info: DistInfo) -> None:
     group stays up for the next call and is destroyed when the process exits."""
     if is_distributed():
         dist.barrier()
+
+
+def run_training(fn, cfg, hooks):
+    """``fn(cfg, hooks, device)`` between :func:`setup` (on ``cfg.device``) and :func:`teardown`:
+    how a training call (pretrain, transfer) runs in each process."""
+    device, info = setup(cfg.device)
+    try:
+        return fn(cfg, hooks, device)
+    finally:
+        teardown(info)
 
 
 def _destroy() -> None:
@@ -327,6 +337,6 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, **kw)
 
 
-__all__ = ["DistInfo", "DistributedError", "setup", "teardown", "is_distributed", "rank", "world_size", "is_main",
-           "barrier", "broadcast_object", "all_gather_object", "on_main", "all_reduce_sum", "any_true", "part_of",
+__all__ = ["DistInfo", "DistributedError", "setup", "teardown", "run_training", "is_distributed", "rank", "world_size",
+           "is_main", "barrier", "broadcast_object", "all_gather_object", "on_main", "all_reduce_sum", "any_true", "part_of",
            "gather_rows", "all_reduce_grads", "CPUSyncBatchNorm", "sync_batchnorm", "wrap_ddp", "env_world"]

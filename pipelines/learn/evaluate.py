@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.learn.device import configure_threads, resolve_device
-from pipelines.learn.engine import run_inference
-from pipelines.learn.runs import read_config
+from pipelines.core.errors import DcatError
+from pipelines.core.io import atomic_path, atomic_write_text
 from pipelines.learn.checkpoint import check_data, load_checkpoint, model_from_checkpoint
 from pipelines.learn.data import BlockDataset, ShardSet, make_loader
+from pipelines.learn.device import configure_threads, resolve_device
+from pipelines.learn.engine import run_inference
 from pipelines.learn.metrics import classification_metrics
-from pipelines.core.errors import DcatError
-from pipelines.core.io import atomic_write_text
+from pipelines.learn.runs import read_config
 from pipelines.learn.splits import PARTS, apply_split, load_split
 
 EVAL_PARTS = PARTS + ("all",)
@@ -57,10 +57,9 @@ def plot_confusion(cm, classes: list[str], path: Path, title: str = "") -> None:
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str = "test", device: str = "auto",

@@ -69,7 +69,6 @@ def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset
     hooks = hooks or Hooks()
     out = Path(out)
     multi = ddp.is_distributed()
-    main = ddp.is_main()
     if multi:
         model = ddp.sync_batchnorm(model, device)
     workers = default_workers(cfg.workers, device)
@@ -77,30 +76,13 @@ def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset
     steps_per_epoch = len(train_ds)
     if steps_per_epoch == 0:
         raise TrainingError(f"the training part of the split has no windows ({out / 'split.json'})")
-    groups = param_groups(model, cfg.weight_decay)
-    if aux is not None:
-        for g, ga in zip(groups, param_groups(aux, cfg.weight_decay)):
-            g["params"] = g["params"] + ga["params"]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-    scheduler = make_schedule(optimizer, cfg.epochs * steps_per_epoch, int(round(cfg.warmup_epochs * steps_per_epoch)))
-    st = FitState()
-    metrics_path = out / "metrics.jsonl"
+    optimizer, scheduler = _optimizer(cfg, model, aux, steps_per_epoch)
     if resuming:
-        ck = (ddp.on_main(load_checkpoint, out / "last.pt", map_location="cpu") if multi
-              else load_checkpoint(out / "last.pt", map_location=device))
-        model.load_state_dict(ck["model"])
-        if aux is not None:
-            aux.load_state_dict(ck["aux"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        st = FitState(**ck["fit_state"])
-        _set_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else [t.cpu() for t in v])
-                        for k, v in ck["rng"].items()})
-        if main:
-            truncate_metrics(metrics_path, st.epoch)
-        hooks.message(f"resuming {out} after epoch {st.epoch + 1} (step {st.step})")
-    elif main:
-        metrics_path.write_text("")
+        st = _restore(out, model, aux, optimizer, scheduler, device, hooks)
+    else:
+        st = FitState()
+        if ddp.is_main():
+            (out / "metrics.jsonl").write_text("")
     train_model = ddp.wrap_ddp(model, device) if multi else model
     fwd_model = torch.compile(train_model) if (cfg.compile and device.type == "cuda") else train_model
     for epoch in range(st.epoch + 1, cfg.epochs):
@@ -113,17 +95,7 @@ def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset
                                       step=st.step, grad_clip=cfg.grad_clip, hooks=hooks,
                                       augment_kinds=augment_kinds, aux=aux, seed=cfg.seed)
         vm = evaluate_model(model, val_loader, device, stream, classes, "val")
-        f1, vloss = vm["val_macro_f1"], vm["val_loss"]
-        improved = (not math.isnan(f1)) and (f1 > st.best_f1 + 1e-12 or (abs(f1 - st.best_f1) <= 1e-12 and vloss < st.best_loss))
-        if math.isnan(f1):
-            improved = True  # no validation windows (--val-frac 0): the latest epoch is the best
-        if improved:
-            st.best_f1, st.best_loss, st.best_epoch, st.bad_epochs = f1, vloss, epoch, 0
-        else:
-            st.bad_epochs += 1
-        st.epoch = epoch
-        if cfg.patience and st.bad_epochs >= cfg.patience:
-            st.stopped_early = True
+        improved = _judge_epoch(st, epoch, vm["val_macro_f1"], vm["val_loss"], cfg.patience)
         row = {"epoch": epoch, "step": st.step, "lr": optimizer.param_groups[0]["lr"], **tm, **vm,
                "best_epoch": st.best_epoch, "best_val_macro_f1": st.best_f1,
                "epoch_seconds": time.perf_counter() - t0}
@@ -131,15 +103,70 @@ def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset
                 "best": {"val_macro_f1": st.best_f1, "epoch": st.best_epoch}}
         if aux is not None:
             base["aux"] = aux.state_dict()
-        if main:
-            if improved:
-                save_checkpoint(out / "best.pt", base)
-            save_checkpoint(out / "last.pt", {**base, "optimizer": optimizer.state_dict(),
-                                              "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                                              "fit_state": asdict(st)})
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(jsonable(row)) + "\n")
+        if ddp.is_main():
+            _save_epoch(out, base, improved, optimizer, scheduler, st, row)
         hooks.on_epoch_end(epoch, row)
     train_ds.close()
     ddp.barrier()
     return st
+
+
+def _optimizer(cfg: TrainConfig, model: torch.nn.Module, aux: torch.nn.Module | None, steps_per_epoch: int):
+    """AdamW over the model's (and ``aux``'s) parameter groups, and its warmup + cosine schedule."""
+    groups = param_groups(model, cfg.weight_decay)
+    if aux is not None:
+        for g, ga in zip(groups, param_groups(aux, cfg.weight_decay)):
+            g["params"] = g["params"] + ga["params"]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    scheduler = make_schedule(optimizer, cfg.epochs * steps_per_epoch, int(round(cfg.warmup_epochs * steps_per_epoch)))
+    return optimizer, scheduler
+
+
+def _restore(out: Path, model: torch.nn.Module, aux: torch.nn.Module | None, optimizer, scheduler, device,
+             hooks: Hooks) -> FitState:
+    """Load ``out/last.pt`` into model, ``aux``, optimizer, schedule and the torch RNG (rank 0 reads
+    it and sends it to the others); cut ``metrics.jsonl`` back to the epochs it holds."""
+    if ddp.is_distributed():
+        ck = ddp.on_main(load_checkpoint, out / "last.pt", map_location="cpu")
+    else:
+        ck = load_checkpoint(out / "last.pt", map_location=device)
+    model.load_state_dict(ck["model"])
+    if aux is not None:
+        aux.load_state_dict(ck["aux"])
+    optimizer.load_state_dict(ck["optimizer"])
+    scheduler.load_state_dict(ck["scheduler"])
+    st = FitState(**ck["fit_state"])
+    _set_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else [t.cpu() for t in v])
+                    for k, v in ck["rng"].items()})
+    if ddp.is_main():
+        truncate_metrics(out / "metrics.jsonl", st.epoch)
+    hooks.message(f"resuming {out} after epoch {st.epoch + 1} (step {st.step})")
+    return st
+
+
+def _judge_epoch(st: FitState, epoch: int, f1: float, vloss: float, patience: int) -> bool:
+    """Update the early-stopping state after ``epoch``; True when it is the best so far (higher
+    validation macro-F1, ties broken by lower validation loss; every epoch without validation windows)."""
+    improved = (not math.isnan(f1)) and (f1 > st.best_f1 + 1e-12 or (abs(f1 - st.best_f1) <= 1e-12 and vloss < st.best_loss))
+    if math.isnan(f1):
+        improved = True  # no validation windows (--val-frac 0): the latest epoch is the best
+    if improved:
+        st.best_f1, st.best_loss, st.best_epoch, st.bad_epochs = f1, vloss, epoch, 0
+    else:
+        st.bad_epochs += 1
+    st.epoch = epoch
+    if patience and st.bad_epochs >= patience:
+        st.stopped_early = True
+    return improved
+
+
+def _save_epoch(out: Path, base: dict, improved: bool, optimizer, scheduler, st: FitState, row: dict) -> None:
+    """Rank 0 after an epoch: ``best.pt`` when it improved, ``last.pt`` (with what resuming needs),
+    and its ``metrics.jsonl`` line."""
+    if improved:
+        save_checkpoint(out / "best.pt", base)
+    save_checkpoint(out / "last.pt", {**base, "optimizer": optimizer.state_dict(),
+                                      "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                                      "fit_state": asdict(st)})
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(jsonable(row)) + "\n")

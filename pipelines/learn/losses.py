@@ -72,36 +72,12 @@ def alignment_distance(s_t: torch.Tensor, s_s: torch.Tensor) -> torch.Tensor:
     return (s_t - s_s).flatten(1).norm(dim=1)
 
 
-def alignment_loss(s_t: torch.Tensor, s_s: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-    """``mean_w keep_w * ||s_t - s_s||_F`` (``keep`` None: every window counts).
-
-    ``s_s`` is detached: the gradient reaches only the target.
-    """
-    dist = alignment_distance(s_t, s_s.detach())
-    if keep is not None:
-        dist = dist * keep.to(dist.dtype)
-    return dist.mean()
-
-
-def dcat_loss(logits: torch.Tensor, y: torch.Tensor, s_t: torch.Tensor, s_s: torch.Tensor,
-              src_correct: torch.Tensor | None, lam: float = 1.0, mcma: bool = True):
-    """``CE(logits, y) + lam * L_CA``; returns ``(loss, {"ce", "ca", "keep_rate"})`` (terms as floats-in-tensors).
-
-    ``src_correct`` [B] bool: where the frozen source predicts ``y``; used as the mask when ``mcma``.
-    """
-    ce = F.cross_entropy(logits.float(), y)
-    keep = src_correct if mcma else None
-    ca = alignment_loss(s_t, s_s, keep)
-    keep_rate = (src_correct.float().mean() if (mcma and src_correct is not None)
-                 else torch.ones((), device=logits.device))
-    return ce + lam * ca, {"ce": ce.detach(), "ca": ca.detach(), "keep_rate": keep_rate.detach()}
-
-
 # ---------------------------------------------------------------------------------------------
 # baselines and several sources
 
 def masked_mean(dist: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-    """``mean_w keep_w * dist_w`` over *all* windows of the batch (MCMA semantics, as :func:`alignment_loss`)."""
+    """``mean_w keep_w * dist_w`` over *all* windows of the batch (MCMA semantics: a masked window
+    counts as zero, not as absent; ``keep`` None: every window counts)."""
     if keep is not None:
         dist = dist * keep.to(dist.dtype)
     return dist.mean()
@@ -120,23 +96,12 @@ def logit_kd_distance(t_logits: torch.Tensor, s_logits: torch.Tensor,
     return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=1) * temperature ** 2
 
 
-def logit_kd_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE,
-                  keep: torch.Tensor | None = None) -> torch.Tensor:
-    """``mean_w keep_w * T^2 KL_w`` (``keep`` None: every window counts)."""
-    return masked_mean(logit_kd_distance(t_logits, s_logits, temperature), keep)
-
-
 def feature_distance(z_t: torch.Tensor, z_s: torch.Tensor) -> torch.Tensor:
     """Per-window mean squared error over the features: [B, D] x2 -> [B] float32.
 
     ``z_t`` is the *projected* target embedding; ``z_s`` is detached.
     """
     return (z_t.float() - z_s.detach().float()).pow(2).mean(dim=1)
-
-
-def feature_kd_loss(z_t: torch.Tensor, z_s: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-    """``mean_w keep_w * MSE_w`` (``keep`` None: every window counts; then equal to ``F.mse_loss``)."""
-    return masked_mean(feature_distance(z_t, z_s), keep)
 
 
 def transfer_objective(logits: torch.Tensor, y: torch.Tensor, dists: dict, correct: dict,

@@ -21,8 +21,6 @@ cross-entropy, so every shift trains on the same windows.
 
 from __future__ import annotations
 
-import math
-
 import h5py
 import numpy as np
 import torch
@@ -70,7 +68,7 @@ def shifted_starts(starts_stored: np.ndarray, start_s: np.ndarray, rate_hz: floa
 
 class ShiftedReader:
     """Reads one stream's windows of one shard shifted by ``offset_s`` seconds (a
-    :class:`pipelines.shards.WindowReader` whose window starts are moved).
+    :class:`pipelines.shards.reader.WindowReader` whose window starts are moved).
 
     ``read(win)`` -> ``(array [len(win), T', ...], valid [len(win)])``; invalid windows hold the
     unshifted window (so shapes stay fixed) and must be masked by the caller.

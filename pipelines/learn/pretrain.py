@@ -71,11 +71,7 @@ def pretrain(cfg: TrainConfig, hooks: Hooks | None = None) -> dict:
     ``n_windows`` per part, ``device``, ``world_size``, ``seconds``.
 
     Under ``torchrun`` every process calls this; see :mod:`pipelines.learn.distributed`."""
-    device, dinfo = ddp.setup(cfg.device)
-    try:
-        return _pretrain(cfg, hooks, device)
-    finally:
-        ddp.teardown(dinfo)
+    return ddp.run_training(_pretrain, cfg, hooks)
 
 
 def _pretrain(cfg: TrainConfig, hooks: Hooks | None, device: torch.device) -> dict:

@@ -128,7 +128,7 @@ def _ood_test_subjects(shards, cfg: SplitConfig) -> list[str]:
 
 
 def make_split(shards, cfg: SplitConfig) -> dict:
-    """Assign the windows of a :class:`pipelines.data.ShardSet` to train/val/test; return the
+    """Assign the windows of a :class:`pipelines.learn.data.ShardSet` to train/val/test; return the
     ``split.json`` record (JSON-able)."""
     if cfg.split not in ("id", "ood"):
         raise SplitError(f"unknown split '{cfg.split}': use --split id or --split ood")
@@ -226,10 +226,6 @@ def apply_split(shards, split: dict) -> dict[str, np.ndarray]:
             inside[ok] = r.end_s[ok] <= a[k[ok], 1] + EPS_S
             out[name].append(base + np.flatnonzero(inside))
     return {k: (np.concatenate(v) if v else np.zeros(0, np.int64)).astype(np.int64) for k, v in out.items()}
-
-
-def unseen_recordings(shards, split: dict) -> list[str]:
-    return [r.recording_id for r in shards.recordings if r.recording_id not in split.get("recordings", {})]
 
 
 def save_split(path: Path, split: dict) -> None:

@@ -5,12 +5,13 @@
 1. Finds each frozen source (``cfg.src`` names one stream or several, comma-separated):
    ``cfg.src_ckpt`` (one path per source), or the one ``dcat pretrain`` run for that stream under
    ``cfg.runs`` (matching the split options when given). Their classes and data settings must
-   match the shards.
+   match the shards (:mod:`pipelines.learn.sources`).
 2. Uses the first source run's split (``split.json``) unless split options are given; then makes
-   that split. Either way it refuses (:class:`pipelines.splits.SplitError`) a split where any
+   that split. Either way it refuses (:class:`pipelines.learn.splits.SplitError`) a split where any
    source trained on a window the target validates or tests on, or on an OOD test subject.
 3. Builds the target (from scratch, or ``cfg.tgt_init``) with the sources' attention width ``d``.
-4. Trains the target with ``CE + lambda * sum_k w_k * L_k`` (:func:`pipelines.losses.transfer_objective`),
+4. Trains the target with ``CE + lambda * sum_k w_k * L_k``
+   (:func:`pipelines.learn.transfer_step.transfer_step`, :func:`pipelines.learn.losses.transfer_objective`),
    where ``L_k`` is, by ``cfg.method``:
 
    - ``dcat`` (default): the D-CAT alignment ``||norm(K_t^T V_t) - norm(K_s^T V_s)||_F``
@@ -25,19 +26,18 @@
    MCMA (``cfg.mcma``) masks each source's term with that source's own correctness; the mean is
    over all windows of the batch. The sources stay in eval mode with ``requires_grad=False`` and
    run under ``torch.no_grad()``; their weights are hashed before and after and must be identical.
-5. Source cache: the sources are frozen and the training windows are fixed, so without
-   augmentation what the method needs of each source per training window (``K_s^T V_s`` scores,
-   logits or pooled embedding, plus correctness) is computed once and looked up by window position
-   each step (``cache="auto"``/``"on"``), instead of running the sources every step (``"off"``, or
-   whenever ``augment`` is on).
+5. Source cache (:mod:`pipelines.learn.source_cache`): the sources are frozen and the training
+   windows are fixed, so without augmentation what the method needs of each source per training
+   window (``K_s^T V_s`` scores, logits or pooled embedding, plus correctness) is computed once and
+   looked up by window position each step (``cache="auto"``/``"on"``), instead of running the
+   sources every step (``"off"``, or whenever ``augment`` is on).
 
 The training loop (epochs, early stopping on the target's validation macro-F1, checkpoints,
-resume) is ``pipelines.train.fit``; inference later needs only the target.
+resume) is :func:`pipelines.learn.fit.fit`; inference later needs only the target.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -48,23 +48,22 @@ import torch
 from pipelines.core.errors import TrainingError
 from pipelines.core.io import parse_list
 from pipelines.learn import distributed as ddp
-from pipelines.learn.checkpoint import CheckpointError, check_data, data_settings, load_checkpoint, model_from_checkpoint
+from pipelines.learn.checkpoint import CheckpointError, check_data, data_settings, load_checkpoint
 from pipelines.learn.config import METHOD_TERMS, METHODS, NORMS, TrainConfig, TransferConfig, parse_misalign
 from pipelines.learn.data import BlockDataset, ShardSet, make_loader
-from pipelines.learn.device import autocast, configure_threads, to_device
+from pipelines.learn.device import configure_threads
 from pipelines.learn.engine import Hooks
 from pipelines.learn.fit import fit
-from pipelines.learn.losses import (DEFAULT_NORM, DEFAULT_TEMPERATURE, alignment_distance, feature_distance, kv_scores, logit_kd_distance,
-                                    transfer_objective)
-from pipelines.learn.misalign import shifted_batches, source_offsets
-from pipelines.learn.models import ModelConfig, build_model
+from pipelines.learn.misalign import source_offsets
+from pipelines.learn.models import DcatModel, ModelConfig, build_model
 from pipelines.learn.pretrain import model_config_for, set_input_stats
-from pipelines.learn.runs import data_record, find_runs, prepare_run_dir, read_config, write_config
+from pipelines.learn.runs import data_record, prepare_run_dir, read_config, write_config
+from pipelines.learn.source_cache import (CACHE_MAX_BYTES, METHOD_NEEDS, PooledTap, build_caches, cache_bytes_per_window,
+                                          source_cache, source_outputs)
+from pipelines.learn.sources import (SourceRun, check_sources_data, find_source, frozen_models, load_sources,
+                                     recorded_sources, source_paths, state_hash)
 from pipelines.learn.splits import SplitConfig, apply_split, check_transfer_split, load_split, make_split, save_split
-
-CACHE_MAX_BYTES = 8 * 2 ** 30
-#: what each method needs of a source per window (besides its correctness, always kept for MCMA)
-METHOD_NEEDS = {"dcat": ("scores",), "logit-kd": ("logits",), "feature-kd": ("pooled",), "none": ()}
+from pipelines.learn.transfer_step import transfer_step
 
 
 def check_settings(cfg: TransferConfig) -> None:
@@ -112,180 +111,6 @@ def check_settings(cfg: TransferConfig) -> None:
                             "give one per source, comma-separated in the same order, or leave it out")
 
 
-def state_hash(module: torch.nn.Module) -> str:
-    """sha256 over every tensor of the state dict (names, dtypes, shapes, bytes)."""
-    h = hashlib.sha256()
-    for k, v in module.state_dict().items():
-        t = v.detach().cpu().contiguous()
-        h.update(k.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def _split_matches(run_args: dict, want: SplitConfig) -> bool:
-    have = TrainConfig.from_dict(run_args).split_config()
-    return (have.split, have.seed, sorted(have.test_subjects), have.fold, have.folds, have.val_frac, have.test_frac,
-            have.block_s, have.guard_s) == (want.split, want.seed, sorted(want.test_subjects), want.fold, want.folds,
-                                            want.val_frac, want.test_frac, want.block_s, want.guard_s)
-
-
-def find_source(cfg: TransferConfig, src: str | None = None, src_ckpt: str | None = None) -> Path:
-    """The checkpoint path of source ``src`` (default: the first of ``cfg.src``, with its
-    ``--src-ckpt``): ``src_ckpt`` when given, else its pretrain run under ``cfg.runs``."""
-    if src is None:
-        src, src_ckpt = cfg.sources()[0], cfg.source_ckpts()[0]
-    if src_ckpt:
-        p = Path(src_ckpt)
-        p = p / "best.pt" if p.is_dir() else p
-        if not p.is_file():
-            raise CheckpointError(f"--src-ckpt {src_ckpt}: no such checkpoint")
-        return p
-    cmd = f"dcat pretrain --modality {src} --data {cfg.data}"
-    runs = find_runs(Path(cfg.runs), "pretrain", src)
-    if not runs:
-        raise CheckpointError(f"no pretrained '{src}' model in {cfg.runs}/: run `{cmd}` first "
-                              "(with the split options you want), or pass --src-ckpt PATH")
-    if cfg.explicit_split():
-        want = cfg.split_config()
-        runs = [r for r in runs if _split_matches(read_config(r).get("args", {}), want)]
-        if not runs:
-            raise CheckpointError(f"no pretrained '{src}' run in {cfg.runs}/ with the split "
-                                  f"'{want.tag()}' (seed {want.seed}): run `{cmd} --split {want.split} ...` with "
-                                  "the same split options, or pass --src-ckpt PATH")
-    if len(runs) > 1:
-        raise CheckpointError(f"several pretrained '{src}' runs in {cfg.runs}/ ("
-                              + ", ".join(r.name for r in runs) + "): choose one with --src-ckpt runs/NAME, or give "
-                              "the split options (--split ...) of the one you mean")
-    return runs[0] / "best.pt"
-
-
-class PooledTap:
-    """Captures a :class:`pipelines.models.DcatModel`'s pooled embedding on every forward, without
-    changing the model: the token mean of its final LayerNorm's output, exactly what its
-    classifier reads (``value``: [B, d]). A forward hook on ``model.norm``; ``remove()`` detaches it."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.value = None
-        self._handle = model.norm.register_forward_hook(self._hook)
-
-    def _hook(self, module, inputs, output):
-        self.value = output.mean(dim=1)
-
-    def remove(self) -> None:
-        self._handle.remove()
-
-
-def source_outputs(source, x, y, need=("scores",), norm: str = DEFAULT_NORM, tap: PooledTap | None = None) -> dict:
-    """One frozen source forward (no gradient): ``correct`` [B] bool, plus what ``need`` asks of
-    ``scores`` (norm(K^T V) [B, d, d] float32), ``logits`` [B, C] and ``pooled`` [B, d] (needs ``tap``)."""
-    with torch.no_grad():
-        out = source(x)
-        r = {"correct": out["logits"].argmax(1) == y}
-        if "scores" in need:
-            r["scores"] = kv_scores(out["k"], out["v"], norm)
-        if "logits" in need:
-            r["logits"] = out["logits"].float()
-        if "pooled" in need:
-            if tap is None:
-                raise ValueError("source_outputs: 'pooled' needs a PooledTap on the source")
-            r["pooled"] = tap.value.float()
-    return r
-
-
-@torch.no_grad()
-def source_cache(source, shards: ShardSet, ids, stream: str, frames, norm: str, device, batch_size: int = 64,
-                 need=("scores",), tap: PooledTap | None = None, offset_s: float = 0.0) -> dict:
-    """Run the frozen source once over windows ``ids``; returns ``{"correct": [N] bool, and per
-    ``need``: "scores": [N, d, d], "logits": [N, C], "pooled": [N, d]}`` (float32) on ``device``,
-    row i for ``ids[i]``.
-
-    ``offset_s`` != 0 (misalignment study): the source reads each window ``offset_s`` seconds away
-    from its own span (:func:`pipelines.misalign.shifted_batches`) and the cache also holds
-    ``"valid"`` [N] bool: False where no shifted window exists (the transfer term is masked there);
-    ``correct`` compares the source's prediction with the (unshifted) window's label."""
-    source.eval()
-    n = len(ids)
-    cache = {"correct": torch.zeros(n, dtype=torch.bool, device=device)}
-    ds = None
-    if offset_s:
-        cache["valid"] = torch.zeros(n, dtype=torch.bool, device=device)
-        batches = shifted_batches(shards, ids, stream, offset_s, batch_size, frames)
-    else:
-        ds = BlockDataset(shards, ids, [stream], batch_size, frames={stream: frames})
-        batches = make_loader(ds, 0)
-    for batch in batches:
-        batch = to_device(batch, device)
-        with autocast(device):
-            r = source_outputs(source, batch[stream], batch["y"], need, norm, tap)
-        if offset_s:
-            r["valid"] = batch["valid"]
-        for k, v in r.items():
-            if k not in cache:
-                cache[k] = torch.zeros((n, *v.shape[1:]), dtype=v.dtype, device=device)
-            cache[k][batch["idx"]] = v
-    if ds is not None:
-        ds.close()
-    return cache
-
-
-def cache_bytes_per_window(method: str, d_source: int, n_classes: int) -> int:
-    """Bytes one training window takes in a source's cache for ``method``."""
-    need = METHOD_NEEDS[method]
-    return (1 + 4 * (d_source * d_source * ("scores" in need) + n_classes * ("logits" in need)
-                     + d_source * ("pooled" in need)))
-
-
-def transfer_step(tgt: str, sources: list[str], models: dict | None = None, *, method: str = "dcat",
-                  lam: float = 1.0, mcma: bool = True, norm: str = DEFAULT_NORM,
-                  temperature: float = DEFAULT_TEMPERATURE, weights: dict | None = None, caches: dict | None = None,
-                  proj=None, tgt_tap: PooledTap | None = None, src_taps: dict | None = None):
-    """The transfer step: target forward; each source's per-window outputs (cache lookup by
-    ``batch["idx"]``, or a frozen forward); the method's distance per source; then
-    :func:`pipelines.losses.transfer_objective`. ``proj``: the feature-KD projections, one per
-    source in ``sources`` order; ``tgt_tap``: a :class:`PooledTap` on the target (feature-KD)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method '{method}' (choose one of: {', '.join(METHODS)})")
-    term = METHOD_TERMS[method]
-    need = METHOD_NEEDS[method]
-    if method == "feature-kd" and (tgt_tap is None or proj is None):
-        raise ValueError("feature-kd needs the projections (proj) and a PooledTap on the target (tgt_tap)")
-    models, src_taps, weights = models or {}, src_taps or {}, weights or {}
-
-    def step(model, batch):
-        out = model(batch[tgt])
-        dists, correct, valid = {}, {}, {}
-        if method != "none":
-            s_t = kv_scores(out["k"], out["v"], norm) if method == "dcat" else None
-            h_t = tgt_tap.value if method == "feature-kd" else None
-            for i, s in enumerate(sources):
-                if caches is not None:
-                    sv = {k: v[batch["idx"]] for k, v in caches[s].items()}
-                else:
-                    sv = source_outputs(models[s], batch[s], batch["y"], need, norm, src_taps.get(s))
-                if method == "dcat":
-                    dists[s] = alignment_distance(s_t, sv["scores"].detach())
-                elif method == "logit-kd":
-                    dists[s] = logit_kd_distance(out["logits"], sv["logits"], temperature)
-                else:
-                    dists[s] = feature_distance(proj[i](h_t), sv["pooled"])
-                correct[s] = sv["correct"]
-                if "valid" in sv:  # misalignment study: no shifted source window -> no transfer term
-                    valid[s] = sv["valid"]
-        loss, terms = transfer_objective(out["logits"], batch["y"], dists, correct, weights, lam=lam, mcma=mcma,
-                                         term=term or "xfer", valid=valid)
-        return loss, terms, out["logits"]
-
-    return step
-
-
-def dcat_step(tgt: str, src: str, source, lam: float, mcma: bool, norm: str, cache=None):
-    """The single-source D-CAT step (``cache``: :func:`source_cache`'s dict); see :func:`transfer_step`."""
-    return transfer_step(tgt, [src], {src: source}, method="dcat", lam=lam, mcma=mcma, norm=norm,
-                         caches={src: cache} if cache is not None else None)
-
-
 def _default_out(cfg: TransferConfig, tag: str) -> Path:
     if cfg.out:
         return Path(cfg.out)
@@ -302,36 +127,102 @@ def transfer(cfg: TransferConfig, hooks: Hooks | None = None) -> dict:
     Under ``torchrun`` every process calls this (see :mod:`pipelines.learn.distributed`): the source
     cache is built once, each rank running the sources over its share of the training windows,
     and the shares are exchanged so that every rank holds the whole cache."""
-    device, dinfo = ddp.setup(cfg.device)
-    try:
-        return _transfer(cfg, hooks, device)
-    finally:
-        ddp.teardown(dinfo)
+    return ddp.run_training(_transfer, cfg, hooks)
+
 
 
 def _transfer(cfg: TransferConfig, hooks: Hooks | None, device: torch.device) -> dict:
+    """:func:`transfer` in this process: resolve the run and its sources, split, freeze the sources,
+    build the target, plan and build the source cache, fit, and check the sources stayed frozen."""
     hooks = (hooks or Hooks()) if ddp.is_main() else Hooks()
     t0 = time.perf_counter()
+    run = _resolve_run(cfg)
+    cfg, sources = run.cfg, run.cfg.sources()
+    threads = configure_threads(cfg.threads, device)
+    shards = ShardSet(cfg.data, [cfg.tgt, *sources])
+    check_sources_data(run.srcs, shards, cfg.data)
+    ids = apply_split(shards, _run_split(run, shards))
+    src_models, src_hashes = frozen_models(run.srcs, device, run.saved_hashes)
+    src_d = {s: m.cfg.d for s, m in src_models.items()}
+    cfg.d = _target_width(cfg, src_d)
+    tgt = _build_target(cfg, shards, ids["train"], device)
+    proj = None
+    if cfg.method == "feature-kd":  # built after the target, so the target's initialisation is the same for every method
+        proj = torch.nn.ModuleList(torch.nn.Linear(cfg.d, src_d[s]) for s in sources).to(device)
+    use_cache, offsets = _cache_plan(cfg, src_d, len(ids["train"]), len(shards.classes), hooks)
+    weights = dict(zip(sources, cfg.source_weights()))
+    src_recs = [{"checkpoint": str(x.path), "run_dir": str(x.path.parent), "stream": x.stream,
+                 "state_sha256": src_hashes[x.stream], "epoch": x.ckpt.get("epoch"), "d": src_d[x.stream],
+                 "weight": weights[x.stream]} for x in run.srcs]
+    if not run.resuming and ddp.is_main():
+        _write_run_config(cfg, run, shards, tgt, src_recs, device, threads)
+    src_taps = {s: PooledTap(m) for s, m in src_models.items()} if cfg.method == "feature-kd" else {}
+    tgt_tap = PooledTap(tgt.model) if cfg.method == "feature-kd" else None
+    src_frames = {x.stream: x.ckpt["data"].get("frames") for x in run.srcs}
+    caches, cache_s = None, 0.0
+    if use_cache:
+        tc = time.perf_counter()
+        caches = build_caches(src_models, shards, ids["train"], src_frames, method=cfg.method, norm=cfg.norm,
+                              device=device, taps=src_taps, offsets=offsets, misalign=cfg.misalign, hooks=hooks)
+        cache_s = time.perf_counter() - tc
+        hooks.message(f"source cache built in {cache_s:.1f} s")
+    streams = [cfg.tgt] if (use_cache or cfg.method == "none") else [cfg.tgt, *sources]
+    train_ds, val_ds = _datasets(cfg, shards, ids, streams, {cfg.tgt: tgt.frames, **src_frames})
+    hooks.message(_describe(cfg, run, weights, use_cache, ids, device))
+    step = transfer_step(cfg.tgt, sources, src_models, method=cfg.method, lam=cfg.lam, mcma=cfg.mcma, norm=cfg.norm,
+                         temperature=cfg.temperature, weights=weights, caches=caches, proj=proj, tgt_tap=tgt_tap,
+                         src_taps=src_taps)
+    aug = ({cfg.tgt: shards.kind(cfg.tgt), **{s: shards.kind(s) for s in sources}} if cfg.augment else None)
+    try:
+        st = fit(out=run.out, cfg=cfg, model=tgt.model, train_ds=train_ds, val_loader=make_loader(val_ds, 0),
+                 device=device, step_fn=step, stream=cfg.tgt, classes=shards.classes,
+                 ckpt_base=_checkpoint_base(cfg, shards, tgt, src_recs, proj), resuming=run.resuming, hooks=hooks,
+                 augment_kinds=aug, aux=proj)
+    finally:
+        for tap in [*src_taps.values(), *([tgt_tap] if tgt_tap else [])]:
+            tap.remove()
+        val_ds.close()
+    unchanged = all(state_hash(m) == src_hashes[s] and not m.training for s, m in src_models.items())
+    if not unchanged:  # pragma: no cover - a bug, not a user error
+        raise TrainingError("the frozen source's weights changed during transfer (bug): please report it")
+    return {"run_dir": str(run.out), "stage": "transfer", "method": cfg.method, "src": cfg.src, "tgt": cfg.tgt,
+            "sources": sources, "src_weights": [weights[s] for s in sources],
+            "source_checkpoint": str(run.srcs[0].path), "source_checkpoints": [str(x.path) for x in run.srcs],
+            "split_from": run.split_from, "best_epoch": st.best_epoch, "best_val_macro_f1": st.best_f1,
+            "epochs_run": st.epoch + 1, "stopped_early": st.stopped_early, "cache": use_cache,
+            "cache_seconds": cache_s, "source_unchanged": unchanged, "lam": cfg.lam, "mcma": cfg.mcma,
+            "norm": cfg.norm, "temperature": cfg.temperature, "loss_term": METHOD_TERMS[cfg.method],
+            "misalign": cfg.misalign, "source_offsets_s": offsets,
+            "n_windows": {k: int(len(v)) for k, v in ids.items()}, "device": str(device),
+            "threads": threads, "world_size": ddp.world_size(),
+            "seconds": time.perf_counter() - t0}
+
+
+@dataclass
+class _Run:
+    """A transfer's run folder and sources, as resolved before any data is read."""
+
+    cfg: TransferConfig  # a resumed run's own settings (with this call's device, workers and threads)
+    out: Path
+    resuming: bool
+    srcs: list[SourceRun]
+    split_cfg: SplitConfig
+    split_from: str  # "explicit", or "source (<first source's run folder>)"
+    saved_hashes: dict  # stream -> the weights' hash a resumed run started with
+
+
+def _resolve_run(cfg: TransferConfig) -> _Run:
+    """Check the settings, find and load the sources, choose the split and prepare the run folder;
+    a resumed run takes its recorded settings and sources (found again where none is recorded)."""
     check_settings(cfg)
-    sources = cfg.sources()
-    src_paths = [find_source(cfg, s, c) for s, c in zip(sources, cfg.source_ckpts())]
-    src_cks = [load_checkpoint(p) for p in src_paths]
-    for s, p, ck in zip(sources, src_paths, src_cks):
-        if ck.get("stream") != s:
-            raise CheckpointError(f"{p}: this checkpoint is for stream '{ck.get('stream')}', not --src {s}")
-        # split: the source's, or an explicit one checked for leakage
-        if not (p.parent / "split.json").is_file():
-            raise CheckpointError(f"{p}: no split.json beside the source checkpoint, so it cannot be checked "
-                                  "for leakage; use a run folder made by `dcat pretrain`")
-    src_splits = [load_split(p.parent / "split.json") for p in src_paths]
+    srcs = load_sources(cfg.sources(), source_paths(cfg))
     if cfg.explicit_split():
-        scfg = cfg.split_config()
-        split_from = "explicit"
+        split_cfg, split_from = cfg.split_config(), "explicit"
     else:
-        src_args = read_config(src_paths[0].parent).get("args", {})
-        scfg = TrainConfig.from_dict(src_args).split_config()
-        split_from = f"source ({src_paths[0].parent})"
-    out = _default_out(cfg, scfg.tag())
+        src_args = read_config(srcs[0].path.parent).get("args", {})
+        split_cfg = TrainConfig.from_dict(src_args).split_config()
+        split_from = f"source ({srcs[0].path.parent})"
+    out = _default_out(cfg, split_cfg.tag())
     resuming = ddp.on_main(prepare_run_dir, out, cfg.resume, cfg.overwrite)
     saved_hashes: dict[str, str] = {}
     if resuming:
@@ -339,60 +230,65 @@ def _transfer(cfg: TransferConfig, hooks: Hooks | None, device: torch.device) ->
         cfg = TransferConfig.from_dict({**saved["args"], "device": cfg.device, "workers": cfg.workers,
                                         "threads": cfg.threads, "resume": True})
         check_settings(cfg)
-        sources = cfg.sources()
-        recs = saved.get("sources") or ([saved["source"]] if saved.get("source") else [])
-        saved_paths = {r.get("stream"): r.get("checkpoint") for r in recs}
-        saved_hashes = {r.get("stream"): r.get("state_sha256") for r in recs if r.get("state_sha256")}
-        if [Path(saved_paths[s]) if saved_paths.get(s) else None for s in sources] != src_paths:
-            src_paths = [Path(saved_paths[s]) if saved_paths.get(s) else find_source(cfg, s, c)
-                         for s, c in zip(sources, cfg.source_ckpts())]
-            src_cks = [load_checkpoint(p) for p in src_paths]
-            src_splits = [load_split(p.parent / "split.json") for p in src_paths]
-    threads = configure_threads(cfg.threads, device)
-    shards = ShardSet(cfg.data, [cfg.tgt, *sources])
-    for s, p, ck in zip(sources, src_paths, src_cks):
-        check_data(ck, shards.manifest, str(cfg.data), s)
-        if list(ck["classes"]) != list(shards.classes):
-            raise CheckpointError(f"{p}: the source was trained on classes {ck['classes']}, the shards have "
-                                  f"{shards.classes}; pretrain the source on these shards")
-    saved_split = ddp.on_main(lambda: load_split(out / "split.json") if (out / "split.json").is_file() else None)
-    if resuming and saved_split is not None:
+        recorded, saved_hashes = recorded_sources(saved)
+        if [Path(recorded[s]) if recorded.get(s) else None for s in cfg.sources()] != [x.path for x in srcs]:
+            srcs = load_sources(cfg.sources(), source_paths(cfg, recorded))
+    return _Run(cfg, out, resuming, srcs, split_cfg, split_from, saved_hashes)
+
+
+def _run_split(run: _Run, shards: ShardSet) -> dict:
+    """The run's split: the saved one when resuming, else the explicit split or the first source's,
+    checked for leakage against every (other) source; a new run saves it in its folder."""
+    path = run.out / "split.json"
+    saved_split = ddp.on_main(lambda: load_split(path) if path.is_file() else None)
+    if run.resuming and saved_split is not None:
         split = saved_split
     else:
-        if split_from == "explicit":
-            split = make_split(shards, scfg)
-            others = range(len(sources))
+        if run.split_from == "explicit":
+            split = make_split(shards, run.split_cfg)
+            others = run.srcs
         else:
-            split = dict(src_splits[0])
-            others = range(1, len(sources))
-        for i in others:
-            check_transfer_split(src_splits[i], split, f"source {src_paths[i]}")
-    if not resuming and ddp.is_main():
-        save_split(out / "split.json", split)
-    ids = apply_split(shards, split)
-    # models
-    src_models, src_hashes = {}, {}
-    for s, p, ck in zip(sources, src_paths, src_cks):
-        m = model_from_checkpoint(ck).to(device)
-        m.eval()
-        m.requires_grad_(False)
-        src_models[s], src_hashes[s] = m, state_hash(m)
-        if saved_hashes.get(s) and saved_hashes[s] != src_hashes[s]:
-            raise CheckpointError(f"{p}: the source's weights differ from those this run started with; "
-                                  "resuming would mix two teachers: start again with --overwrite")
-    src_d = {s: m.cfg.d for s, m in src_models.items()}
-    if cfg.method == "dcat":
-        if len(set(src_d.values())) > 1:
-            raise TrainingError("D-CAT compares d x d scores, so every source must share the attention width d; "
-                                "the sources have " + ", ".join(f"{s}: d={v}" for s, v in src_d.items())
-                                + ": pretrain them with the same --d")
-        d = src_d[sources[0]]
-        if cfg.d is not None and cfg.d != d:
-            raise TrainingError(f"--d {cfg.d}: the source has attention width d={d} and D-CAT needs both to share it; "
-                                "leave --d out (it defaults to the source's)")
-    else:
-        d = cfg.d if cfg.d is not None else src_d[sources[0]]
-    cfg.d = d
+            split = dict(run.srcs[0].split)
+            others = run.srcs[1:]
+        for src in others:
+            check_transfer_split(src.split, split, f"source {src.path}")
+    if not run.resuming and ddp.is_main():
+        save_split(path, split)
+    return split
+
+
+def _target_width(cfg: TransferConfig, src_d: dict[str, int]) -> int:
+    """The target's attention width ``d``: the sources' (D-CAT needs all to share it), or ``--d``."""
+    sources = cfg.sources()
+    if cfg.method != "dcat":
+        return cfg.d if cfg.d is not None else src_d[sources[0]]
+    if len(set(src_d.values())) > 1:
+        raise TrainingError("D-CAT compares d x d scores, so every source must share the attention width d; "
+                            "the sources have " + ", ".join(f"{s}: d={v}" for s, v in src_d.items())
+                            + ": pretrain them with the same --d")
+    d = src_d[sources[0]]
+    if cfg.d is not None and cfg.d != d:
+        raise TrainingError(f"--d {cfg.d}: the source has attention width d={d} and D-CAT needs both to share it; "
+                            "leave --d out (it defaults to the source's)")
+    return d
+
+
+@dataclass
+class _Target:
+    """The target model on its device, with its config, the video frames it reads, its input
+    statistics' note and where its initial weights came from."""
+
+    model: DcatModel
+    mc: ModelConfig
+    frames: int | None
+    stats: object
+    init_note: str
+
+
+def _build_target(cfg: TransferConfig, shards: ShardSet, train_ids, device) -> _Target:
+    """The target of width ``cfg.d``: from ``--tgt-init`` (checked against the shards), or new with
+    its input statistics from the training windows; seeded with ``cfg.seed`` first."""
+    d = cfg.d
     torch.manual_seed(cfg.seed)
     init_note = "scratch"
     if cfg.tgt_init:
@@ -411,16 +307,18 @@ def _transfer(cfg: TransferConfig, hooks: Hooks | None, device: torch.device) ->
     else:
         mc, frames = model_config_for(cfg, shards, cfg.tgt, d)
         model = build_model(mc)
-        stats = set_input_stats(model, shards, cfg.tgt, ids["train"], cfg.standardize, cfg.seed)
+        stats = set_input_stats(model, shards, cfg.tgt, train_ids, cfg.standardize, cfg.seed)
     model.to(device)
-    proj = None
-    if cfg.method == "feature-kd":  # built after the target, so the target's initialisation is the same for every method
-        proj = torch.nn.ModuleList(torch.nn.Linear(d, src_d[s]) for s in sources).to(device)
-    src_frames = {s: ck["data"].get("frames") for s, ck in zip(sources, src_cks)}
-    uses_sources = cfg.method != "none"
-    use_cache = uses_sources and (cfg.cache == "on" or (cfg.cache == "auto" and not cfg.augment))
-    n_train = len(ids["train"])
-    need_bytes = n_train * sum(cache_bytes_per_window(cfg.method, src_d[s], len(shards.classes)) for s in sources)
+    return _Target(model, mc, frames, stats, init_note)
+
+
+def _cache_plan(cfg: TransferConfig, src_d: dict[str, int], n_train: int, n_classes: int,
+                hooks: Hooks) -> tuple[bool, dict[str, float]]:
+    """Whether the sources are cached (``--cache``; ``auto`` drops a cache over ``CACHE_MAX_BYTES``)
+    and each source's ``--misalign`` offset in seconds (which needs the cache)."""
+    sources = cfg.sources()
+    use_cache = cfg.method != "none" and (cfg.cache == "on" or (cfg.cache == "auto" and not cfg.augment))
+    need_bytes = n_train * sum(cache_bytes_per_window(cfg.method, src_d[s], n_classes) for s in sources)
     if use_cache and need_bytes > CACHE_MAX_BYTES and cfg.cache == "auto":
         hooks.message(f"source cache would need {need_bytes / 2**30:.1f} GiB: running the sources every step")
         use_cache = False
@@ -428,85 +326,55 @@ def _transfer(cfg: TransferConfig, hooks: Hooks | None, device: torch.device) ->
     if any(offsets.values()) and not use_cache:
         raise TrainingError(f"--misalign {cfg.misalign}: the shifted source windows are read into the source cache, "
                             f"which would need {need_bytes / 2**30:.1f} GiB here; use a smaller training set")
-    weights = dict(zip(sources, cfg.source_weights()))
-    term = METHOD_TERMS[cfg.method]
-    src_recs = [{"checkpoint": str(p), "run_dir": str(p.parent), "stream": s, "state_sha256": src_hashes[s],
-                 "epoch": ck.get("epoch"), "d": src_d[s], "weight": weights[s]}
-                for s, p, ck in zip(sources, src_paths, src_cks)]
-    world = ddp.world_size()
-    if not resuming and ddp.is_main():
-        write_config(out, "transfer", cfg, {
-            "data": data_record(shards), "model_config": mc.to_dict(), "input_stats": stats, "device": str(device),
-            "threads": threads, "world_size": world, "method": cfg.method, "loss_term": term,
-            "source": src_recs[0], "sources": src_recs, "split_from": split_from, "tgt_init": init_note})
-    src_taps = {s: PooledTap(m) for s, m in src_models.items()} if cfg.method == "feature-kd" else {}
-    tgt_tap = PooledTap(model) if cfg.method == "feature-kd" else None
-    caches = None
-    cache_s = 0.0
-    if use_cache:
-        tc = time.perf_counter()
-        caches = {}
-        for s in sources:
-            mine = ddp.part_of(n_train)  # one process: all; several: this rank's share, then exchanged
-            caches[s] = ddp.gather_rows(
-                source_cache(src_models[s], shards, ids["train"][mine], s, src_frames[s], cfg.norm, device,
-                             need=METHOD_NEEDS[cfg.method], tap=src_taps.get(s), offset_s=offsets[s]),
-                mine, n_train)
-            shifted = (f", read {offsets[s]:+g} s off (--misalign {cfg.misalign}), shifted window inside its run for "
-                       f"{float(caches[s]['valid'].float().mean()) * 100:.0f}%" if offsets[s] else "")
-            hooks.message(f"source cache ({s}): {n_train} windows, source correct on "
-                          f"{float(caches[s]['correct'].float().mean()) * 100:.0f}% of them{shifted}")
-        cache_s = time.perf_counter() - tc
-        hooks.message(f"source cache built in {cache_s:.1f} s")
-    streams = [cfg.tgt] if (use_cache or not uses_sources) else [cfg.tgt, *sources]
-    frames_map = {cfg.tgt: frames, **src_frames}
-    rw = {"rank": ddp.rank(), "world": world}
+    return use_cache, offsets
+
+
+def _write_run_config(cfg: TransferConfig, run: _Run, shards: ShardSet, tgt: _Target, src_recs: list[dict],
+                      device, threads: int) -> None:
+    """A new run's ``config.json``: its settings, data, target, sources and where its split came from."""
+    write_config(run.out, "transfer", cfg, {
+        "data": data_record(shards), "model_config": tgt.mc.to_dict(), "input_stats": tgt.stats,
+        "device": str(device), "threads": threads, "world_size": ddp.world_size(), "method": cfg.method,
+        "loss_term": METHOD_TERMS[cfg.method], "source": src_recs[0], "sources": src_recs,
+        "split_from": run.split_from, "tgt_init": tgt.init_note})
+
+
+def _datasets(cfg: TransferConfig, shards: ShardSet, ids: dict, streams: list[str],
+              frames: dict) -> tuple[BlockDataset, BlockDataset]:
+    """This rank's training windows (of ``streams``, shuffled) and validation windows (target only)."""
+    rw = {"rank": ddp.rank(), "world": ddp.world_size()}
     train_ds = BlockDataset(shards, ids["train"], streams, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                            frames=frames_map, block_mb=cfg.block_mb, **rw)
-    val_ds = BlockDataset(shards, ids["val"], [cfg.tgt], max(cfg.batch_size, 64), frames=frames_map,
+                            frames=frames, block_mb=cfg.block_mb, **rw)
+    val_ds = BlockDataset(shards, ids["val"], [cfg.tgt], max(cfg.batch_size, 64), frames=frames,
                           block_mb=cfg.block_mb, shard="block", **rw)
+    return train_ds, val_ds
+
+
+def _checkpoint_base(cfg: TransferConfig, shards: ShardSet, tgt: _Target, src_recs: list[dict],
+                     proj: torch.nn.Module | None) -> dict:
+    """What every checkpoint of the target holds besides its weights (schemas/run.md)."""
     ckpt_src = [{k: r[k] for k in ("checkpoint", "stream", "state_sha256", "weight")} for r in src_recs]
-    ckpt_base = {"stage": "transfer", "model_config": mc.to_dict(), "classes": list(shards.classes),
-                 "stream": cfg.tgt, "kind": mc.kind, "data": data_settings(shards, cfg.tgt, frames),
-                 "train_config": cfg.to_dict(), "method": cfg.method, "source": ckpt_src[0], "sources": ckpt_src}
+    base = {"stage": "transfer", "model_config": tgt.mc.to_dict(), "classes": list(shards.classes),
+            "stream": cfg.tgt, "kind": tgt.mc.kind, "data": data_settings(shards, cfg.tgt, tgt.frames),
+            "train_config": cfg.to_dict(), "method": cfg.method, "source": ckpt_src[0], "sources": ckpt_src}
     if proj is not None:
-        ckpt_base["aux_note"] = ("aux: feature-KD projections (Linear target d -> source d), one per source in "
-                                 "'sources' order; used in training only")
+        base["aux_note"] = ("aux: feature-KD projections (Linear target d -> source d), one per source in "
+                            "'sources' order; used in training only")
+    return base
+
+
+def _describe(cfg: TransferConfig, run: _Run, weights: dict, use_cache: bool, ids: dict, device) -> str:
+    """The one-line summary of a transfer, said before training."""
+    sources = cfg.sources()
     what = {"dcat": f"D-CAT, norm {cfg.norm}", "logit-kd": f"logit KD, T {cfg.temperature:g}",
             "feature-kd": "feature KD", "none": "no transfer (plain cross-entropy)"}[cfg.method]
-    src_note = ("sources unused" if not uses_sources else
+    src_note = ("sources unused" if cfg.method == "none" else
                 f"MCMA {'on' if cfg.mcma else 'off'}, source{'s' if len(sources) > 1 else ''} "
                 f"{'cached' if use_cache else 'run every step'}")
     wnote = f" (weights {', '.join(f'{s} {w:g}' for s, w in weights.items())})" if len(sources) > 1 else ""
-    hooks.message(f"transfer {'+'.join(sources)} -> {cfg.tgt} ({out}): {what}, lambda {cfg.lam}{wnote}, {src_note}, "
-                  f"split from {split_from}; {n_train} train / {len(ids['val'])} val windows, device {device}")
-    step = transfer_step(cfg.tgt, sources, src_models, method=cfg.method, lam=cfg.lam, mcma=cfg.mcma, norm=cfg.norm,
-                         temperature=cfg.temperature, weights=weights, caches=caches, proj=proj, tgt_tap=tgt_tap,
-                         src_taps=src_taps)
-    aug = ({cfg.tgt: shards.kind(cfg.tgt), **{s: shards.kind(s) for s in sources}} if cfg.augment else None)
-    try:
-        st = fit(out=out, cfg=cfg, model=model, train_ds=train_ds, val_loader=make_loader(val_ds, 0), device=device,
-                 step_fn=step, stream=cfg.tgt, classes=shards.classes, ckpt_base=ckpt_base, resuming=resuming,
-                 hooks=hooks, augment_kinds=aug, aux=proj)
-    finally:
-        for tap in [*src_taps.values(), *([tgt_tap] if tgt_tap else [])]:
-            tap.remove()
-        val_ds.close()
-    unchanged = all(state_hash(m) == src_hashes[s] and not m.training for s, m in src_models.items())
-    if not unchanged:  # pragma: no cover - a bug, not a user error
-        raise TrainingError("the frozen source's weights changed during transfer (bug): please report it")
-    return {"run_dir": str(out), "stage": "transfer", "method": cfg.method, "src": cfg.src, "tgt": cfg.tgt,
-            "sources": sources, "src_weights": [weights[s] for s in sources],
-            "source_checkpoint": str(src_paths[0]), "source_checkpoints": [str(p) for p in src_paths],
-            "split_from": split_from, "best_epoch": st.best_epoch, "best_val_macro_f1": st.best_f1,
-            "epochs_run": st.epoch + 1, "stopped_early": st.stopped_early, "cache": use_cache,
-            "cache_seconds": cache_s, "source_unchanged": unchanged, "lam": cfg.lam, "mcma": cfg.mcma,
-            "norm": cfg.norm, "temperature": cfg.temperature, "loss_term": term, "misalign": cfg.misalign,
-            "source_offsets_s": offsets,
-            "n_windows": {k: int(len(v)) for k, v in ids.items()}, "device": str(device),
-            "threads": threads, "world_size": world,
-            "seconds": time.perf_counter() - t0}
+    return (f"transfer {'+'.join(sources)} -> {cfg.tgt} ({run.out}): {what}, lambda {cfg.lam}{wnote}, {src_note}, "
+            f"split from {run.split_from}; {len(ids['train'])} train / {len(ids['val'])} val windows, device {device}")
 
 
-__all__ = ["TransferConfig", "transfer", "find_source", "source_cache", "source_outputs", "transfer_step",
-           "dcat_step", "state_hash", "check_settings", "PooledTap", "METHOD_NEEDS"]
+__all__ = ["TransferConfig", "transfer", "check_settings", "find_source", "state_hash", "PooledTap", "METHOD_NEEDS",
+           "source_outputs", "source_cache", "transfer_step"]
