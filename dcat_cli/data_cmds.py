@@ -6,6 +6,7 @@ Results go to stdout (`--json` for machines), messages and progress to stderr.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -13,62 +14,17 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from pipelines.core.io import parse_list
 from dcat_cli.common import err_console, fail, out_console, run_guarded
+from dcat_cli.options import config_command, flag
+from pipelines.ingest.config import PreprocessConfig
 
 
-def _parse_size(s: str) -> tuple[int, int]:
-    try:
-        if "x" in s.lower():
-            h, w = s.lower().split("x")
-            return int(h), int(w)
-        return int(s), int(s)
-    except ValueError:
-        raise typer.BadParameter(f"'{s}' is not a size: use 112 or 96x128 (height x width)") from None
-
-
-def preprocess_cmd(
-    inputs: Annotated[List[str], typer.Argument(help="Raw folder(s), recording folder(s), or '-' to read recording paths from stdin (one per line).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Shards directory to write.")] = Path("shards"),
-    fps: Annotated[float, typer.Option(help="Video frames per second in the shards (resampled by timestamps).")] = 30.0,
-    imu_hz: Annotated[float, typer.Option("--imu-hz", help="IMU rate in the shards (anti-aliased polyphase resampling).")] = 50.0,
-    audio_sr: Annotated[int, typer.Option("--audio-sr", help="Audio sample rate before log-mel.")] = 16000,
-    window: Annotated[float, typer.Option(help="Window length, seconds.")] = 2.0,
-    stride: Annotated[float, typer.Option(help="Window step, seconds.")] = 1.0,
-    video_size: Annotated[str, typer.Option("--video-size", help="Frame size in the shards: 112 or HxW, e.g. 96x128.")] = "112",
-    n_mels: Annotated[int, typer.Option("--n-mels", help="Mel bands of the audio log-mel.")] = 64,
-    audio_waveform: Annotated[bool, typer.Option("--audio-waveform/--no-audio-waveform", help="Also store the resampled waveform per window.")] = False,
-    streams: Annotated[Optional[str], typer.Option(help="Comma-separated stream names to keep (default: all in meta.json).")] = None,
-    min_purity: Annotated[float, typer.Option("--min-purity", help="A window keeps its majority label only if that label covers at least this fraction of it; otherwise it is dropped (label_purity).")] = 0.8,
-    align: Annotated[str, typer.Option(help="'meta': apply meta.json clock offsets, estimate and report the lag between streams; 'estimate': also apply the estimated lag.")] = "meta",
-    max_lag: Annotated[float, typer.Option("--max-lag", help="Largest lag (s) the estimator searches.")] = 2.0,
-    lag_tol: Annotated[float, typer.Option("--lag-tol", help="A reliable estimated lag larger than this (s) flags the recording as out of sync.")] = 0.1,
-    short_streams: Annotated[str, typer.Option("--short-streams", help="A stream that starts late or ends early by more than --coverage-tol: 'fail' the recording, or 'crop' to the part all streams cover.")] = "fail",
-    coverage_tol: Annotated[float, typer.Option("--coverage-tol", help="Seconds a stream may start late / end early before --short-streams applies.")] = 2.0,
-    labels: Annotated[str, typer.Option("--labels", help="'require': every recording needs labels.csv or a meta.json label; 'ignore': unlabelled windows, no purity gate (for deployment / dcat predict).")] = "require",
-    rate_tol: Annotated[float, typer.Option("--rate-tol", help="Relative difference between declared and measured rate that is reported as a rate warning.")] = 0.01,
-    workers: Annotated[int, typer.Option("--workers", "-j", help="Recordings processed in parallel (processes).")] = 1,
-    shard_index: Annotated[int, typer.Option("--shard-index", help="This task's index for job arrays: takes recordings k with k mod --num-shards == index (id order).")] = 0,
-    num_shards: Annotated[int, typer.Option("--num-shards", help="Number of job-array tasks splitting the recording list.")] = 1,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rewrite shards that exist (default: skip finished ones).")] = False,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed recording.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
-) -> None:
-    """Raw recordings -> one synchronized, windowed HDF5 shard per recording (+ manifest.json).
-
-    Example: `dcat preprocess raw/ --fps 30 --imu-hz 50` writes shards/.
-    """
-
+def _preprocess_body(cfg, inputs: list[str], out: Path, workers: int, shard_index: int, num_shards: int,
+                     overwrite: bool, fail_fast: bool, as_json: bool) -> None:
     def body():
-        from pipelines.ingest.preprocess import PreprocessConfig, preprocess
+        from pipelines.ingest.preprocess import preprocess
         from pipelines.ingest.raw import discover, select_shard
 
-        cfg = PreprocessConfig(fps=fps, imu_hz=imu_hz, audio_sr=audio_sr, window_s=window, stride_s=stride,
-                               video_size=_parse_size(video_size), n_mels=n_mels, audio_waveform=audio_waveform,
-                               streams=tuple(parse_list(streams)) if streams else None,
-                               min_purity=min_purity, align=align, max_lag_s=max_lag, lag_tol_s=lag_tol,
-                               short_streams=short_streams, coverage_tol_s=coverage_tol, rate_tol=rate_tol,
-                               labels=labels)
         recs = select_shard(discover(inputs), shard_index, num_shards)
         if not recs:
             fail(f"no recordings for --shard-index {shard_index} of {num_shards}")
@@ -94,6 +50,34 @@ def preprocess_cmd(
             raise typer.Exit(1)
 
     run_guarded(body)
+
+
+_P = inspect.Parameter
+#: the options of `dcat preprocess` that are not PreprocessConfig's (what to read, where to write, how to run)
+PREPROCESS_RUN_OPTIONS = [
+    _P("inputs", _P.KEYWORD_ONLY, annotation=Annotated[List[str], typer.Argument(
+        help="Raw folder(s), recording folder(s), or '-' to read recording paths from stdin (one per line).")]),
+    _P("out", _P.KEYWORD_ONLY, default=Path("shards"), annotation=Annotated[Path, typer.Option(
+        "--out", "-o", help="Shards directory to write.")]),
+    _P("workers", _P.KEYWORD_ONLY, default=1, annotation=Annotated[int, typer.Option(
+        "--workers", "-j", help="Recordings processed in parallel (processes).")]),
+    _P("shard_index", _P.KEYWORD_ONLY, default=0, annotation=Annotated[int, typer.Option(
+        "--shard-index", help="This task's index for job arrays: takes recordings k with k mod --num-shards == "
+        "index (id order).")]),
+    _P("num_shards", _P.KEYWORD_ONLY, default=1, annotation=Annotated[int, typer.Option(
+        "--num-shards", help="Number of job-array tasks splitting the recording list.")]),
+    flag("overwrite", "--overwrite", help="Rewrite shards that exist (default: skip finished ones; a shard made "
+         "with other settings is an error)."),
+    flag("fail_fast", "--fail-fast", help="Stop at the first failed recording."),
+    flag("as_json", "--json", help="Print the summary as JSON on stdout."),
+]
+
+preprocess_cmd = config_command(PreprocessConfig, _preprocess_body, extra=PREPROCESS_RUN_OPTIONS, first=1,
+                                name="preprocess_cmd", doc="""\
+Raw recordings -> one synchronized, windowed HDF5 shard per recording (+ manifest.json).
+
+Example: `dcat preprocess raw/ --fps 30 --imu-hz 50` writes shards/.
+""")
 
 
 def _render_preprocess(s: dict, results: list[dict], out: Path) -> None:

@@ -14,7 +14,9 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.markup import escape
 
-from pipelines.core.options import cli_fields, default_of, flag_of
+from dcat_cli.common import fail
+from pipelines.core.errors import DcatError
+from pipelines.core.options import cli_default, cli_fields, flag_of
 
 _P = inspect.Parameter
 
@@ -37,25 +39,32 @@ def config_params(cls, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
         base = next(a for a in args if a is not type(None)) if optional else hint
         if base is list:
             base = str
+        if f.metadata.get("cli_type") is not None:
+            base = f.metadata["cli_type"]
         typ = Optional[base] if optional else base
         names = [flag_of(f)] + ([f.metadata["short"]] if f.metadata.get("short") else [])
         option = typer.Option(*names, help=_help(f.metadata["help"]), show_default=not f.metadata.get("required"))
-        default = _P.empty if f.metadata.get("required") else default_of(f)
+        default = _P.empty if f.metadata.get("required") else cli_default(f)
         params.append(_P(f.name, _P.KEYWORD_ONLY, default=default, annotation=Annotated[typ, option]))
     return params
 
 
 def config_command(cls, body: Callable, *, extra: list[inspect.Parameter] = (), skip: tuple[str, ...] = (),
-                   name: str, doc: str) -> Callable:
-    """A typer command whose options are ``cls``'s fields plus ``extra``; it calls
-    ``body(cfg, **extra_values)`` with ``cfg = cls(**field_values)``."""
-    params = config_params(cls, skip) + list(extra)
+                   name: str, doc: str, first: int = 0) -> Callable:
+    """A typer command whose options are ``cls``'s fields plus ``extra`` (the first ``first`` of
+    them before the fields: arguments); it calls ``body(cfg, **extra_values)`` with
+    ``cfg = cls(**field_values)``."""
+    params = list(extra[:first]) + config_params(cls, skip) + list(extra[first:])
     extra_names = [p.name for p in extra]
     field_names = {f.name for f in dataclasses.fields(cls)}
 
     def command(**kw):
         rest = {k: kw.pop(k) for k in extra_names}
-        body(cls(**{k: v for k, v in kw.items() if k in field_names}), **rest)
+        try:  # the config checks its values when made: a bad one is an error message, not a traceback
+            cfg = cls(**{k: v for k, v in kw.items() if k in field_names})
+        except DcatError as e:
+            fail(str(e))
+        body(cfg, **rest)
 
     command.__signature__ = inspect.Signature(params)
     command.__annotations__ = {p.name: p.annotation for p in params}
@@ -71,7 +80,23 @@ def flag(name: str, *flags: str, help: str, default=False, typ=bool) -> inspect.
 
 # ------------------------------------------------------------------ README tables
 
-README_BLOCKS = ("pretrain", "transfer", "experiment-train")
+README_BLOCKS = ("preprocess", "pretrain", "transfer", "experiment-train")
+
+
+def extra_rows(params: list[inspect.Parameter]) -> str:
+    """README table rows for options declared as parameters (not config fields)."""
+    rows = []
+    for p in params:
+        info = typing.get_args(p.annotation)[1]
+        if not isinstance(info, typer.models.OptionInfo):
+            continue
+        # in the Annotated form typer keeps the first flag where a default would stand
+        first = [info.default] if isinstance(info.default, str) and info.default.startswith("-") else []
+        names = ", ".join([*first, *info.param_decls])
+        d = p.default
+        default = ("on" if d else "off") if isinstance(d, bool) else f"`{d}`"
+        rows.append(f"| `{names}` | {default} | {info.help[:1].lower() + info.help[1:].rstrip('.')} |")
+    return "".join(r + "\n" for r in rows)
 
 
 def readme_block(name: str) -> str:
@@ -80,6 +105,11 @@ def readme_block(name: str) -> str:
     from pipelines.core.options import option_table, own_fields
     from pipelines.learn.config import EXPERIMENT_TRAIN_KEYS, TrainConfig, TransferConfig
 
+    if name == "preprocess":
+        from dcat_cli.data_cmds import PREPROCESS_RUN_OPTIONS
+        from pipelines.ingest.config import PreprocessConfig
+
+        return option_table(PreprocessConfig) + extra_rows(PREPROCESS_RUN_OPTIONS)
     if name == "pretrain":
         return option_table(TrainConfig)
     if name == "transfer":

@@ -90,3 +90,37 @@ def test_transfer_options_reach_the_config(captured):
     assert cfg == TransferConfig(src="video,audio", tgt="imu", lam=0.5, mcma=False, d=16, src_weights=[1.0, 0.5],
                                  method="logit-kd")
     assert (cfg.modality, cfg.sources(), cfg.split, cfg.val_frac) == ("imu", ["video", "audio"], None, None)
+
+
+def test_preprocess_options_reach_the_config(monkeypatch, tmp_path):
+    from dcat_cli.data_cmds import PREPROCESS_RUN_OPTIONS, preprocess_cmd
+    from pipelines.ingest.config import PreprocessConfig
+
+    names = list(preprocess_cmd.__signature__.parameters)
+    assert names == ["inputs"] + [f.name for f in cli_fields(PreprocessConfig)] + [p.name for p in PREPROCESS_RUN_OPTIONS[1:]]
+    got = {}
+
+    def fake(recs, out, cfg, **kw):
+        got.update(cfg=cfg, out=out, **kw)
+        return {"summary": {"failed": 0}, "results": []}
+
+    import pipelines.ingest.preprocess
+
+    monkeypatch.setattr(pipelines.ingest.preprocess, "preprocess", fake)
+    r = CliRunner().invoke(app, ["preprocess", "sample_data/s01_r01", "--video-size", "96x128", "--streams", "video,imu",
+                                 "--window", "3", "--max-lag", "1.5", "-j", "2", "--json", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert got["cfg"] == PreprocessConfig(video_size=(96, 128), streams=("video", "imu"), window_s=3.0, max_lag_s=1.5)
+    assert got["cfg"].as_dict()["video_size"] == [96, 128] and got["workers"] == 2 and got["out"] == tmp_path
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["preprocess", "sample_data/s01_r01", "--video-size", "9x"], "--video-size '9x' is not a size"),
+    (["preprocess", "sample_data/s01_r01", "--fps", "0"], "--fps must be > 0"),
+    (["transfer", "--src", "video", "--tgt", "imu", "--src-weights", "a,b"], "--src-weights a,b: give numbers"),
+])
+def test_a_bad_option_value_is_a_message_not_a_traceback(argv, message):
+    r = CliRunner().invoke(app, argv)
+    assert r.exit_code == 1, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert message in r.output and "Traceback" not in r.output

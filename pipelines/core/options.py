@@ -14,15 +14,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import MISSING, field
 
-GROUPS = ("data", "split", "model", "optimisation", "transfer", "runtime")
+GROUPS = ("data", "split", "model", "optimisation", "transfer", "runtime", "resample", "windows", "sync", "checks")
 
 
 def opt(default=MISSING, help: str = "", *, flag: str | None = None, short: str | None = None,
         group: str = "runtime", cli: bool = True, experiment: bool = False, required: bool = False,
-        default_factory=MISSING):
-    """A dataclass field with its command-line metadata (see the module docstring)."""
+        cli_type: type | None = None, cli_default=MISSING, default_factory=MISSING):
+    """A dataclass field with its command-line metadata (see the module docstring). ``cli_type`` and
+    ``cli_default``: how the command line spells a value the config converts (``--video-size 112``
+    for ``(112, 112)``)."""
     meta = {"help": help, "flag": flag, "short": short, "group": group, "cli": cli, "experiment": experiment,
-            "required": required}
+            "required": required, "cli_type": cli_type, "cli_default": cli_default}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -46,10 +48,16 @@ def default_of(f: dataclasses.Field):
     return None
 
 
+def cli_default(f: dataclasses.Field):
+    """The default as the command line spells it."""
+    v = f.metadata.get("cli_default", MISSING)
+    return default_of(f) if v is MISSING else v
+
+
 def _default_text(f: dataclasses.Field) -> str:
     if f.metadata.get("required"):
         return "required"
-    v = default_of(f)
+    v = cli_default(f)
     if v is None:
         return "-"
     if isinstance(v, bool):

@@ -11,35 +11,66 @@ import dataclasses
 from dataclasses import dataclass
 
 from pipelines.core.errors import DcatError
+from pipelines.core.io import parse_list
+from pipelines.core.options import opt
 from pipelines.core.timeutil import num_samples
 from pipelines.ingest.features import MelSettings
 
 
+def _o(default, help, **kw):
+    return opt(default, help, group="data", **kw)
+
+
+def _parse_size(s: str) -> tuple[int, int]:
+    """``"112"`` -> (112, 112); ``"96x128"`` -> (96, 128) (height x width)."""
+    try:
+        if "x" in s.lower():
+            h, w = s.lower().split("x")
+            return int(h), int(w)
+        return int(s), int(s)
+    except ValueError:
+        raise DcatError(f"--video-size '{s}' is not a size: use 112 or 96x128 (height x width)") from None
+
+
 @dataclass
 class PreprocessConfig:
-    """Settings of one preprocessing run; stored in every shard (``args_json``)."""
+    """Settings of one preprocessing run; stored in every shard (``args_json``). Each field's help is
+    the command line's and the README's (``dcat_cli.options``)."""
 
-    fps: float = 30.0
-    imu_hz: float = 50.0
-    audio_sr: int = 16000
-    window_s: float = 2.0
-    stride_s: float = 1.0
-    video_size: tuple[int, int] = (112, 112)  # (height, width)
-    n_mels: int = 64
-    n_fft: int = 400
-    hop_length: int = 160
-    audio_waveform: bool = False
-    streams: tuple[str, ...] | None = None  # stream names to keep; None: all in meta.json
-    min_purity: float = 0.8
-    align: str = "meta"  # "meta": apply meta.json offsets, estimate + report lag; "estimate": also apply the lag
-    max_lag_s: float = 2.0
-    lag_tol_s: float = 0.1  # |lag| above this (when reliable) flags the recording as out of sync
-    rate_tol: float = 0.01  # relative difference declared vs measured rate that flags a rate check
-    short_streams: str = "fail"  # "fail" | "crop": a stream that starts/ends > coverage_tol_s off the others
-    coverage_tol_s: float = 2.0
-    labels: str = "require"  # "require": labels.csv or meta "label"; "ignore": unlabelled windows (deployment)
+    fps: float = _o(30.0, "video frame rate in the shards; resampled by timestamps (the frame shown at each grid time)")
+    imu_hz: float = _o(50.0, "IMU rate; anti-aliased (linear interpolation on the timestamps, then polyphase FIR "
+                       "decimation)")
+    audio_sr: int = _o(16000, "audio rate (soxr HQ) before log-mel")
+    window_s: float = _o(2.0, "window length, seconds", flag="--window")
+    stride_s: float = _o(1.0, "window step, seconds", flag="--stride")
+    video_size: tuple[int, int] = _o((112, 112), "frame size in the shards: `112` or `HxW`, e.g. `96x128`",
+                                     cli_type=str, cli_default="112")
+    n_mels: int = _o(64, "mel bands (25 ms FFT, 10 ms hop at 16 kHz)")
+    n_fft: int = _o(400, "FFT length of the log-mel, samples", cli=False)
+    hop_length: int = _o(160, "hop of the log-mel, samples", cli=False)
+    audio_waveform: bool = _o(False, "also store the resampled waveform per window",
+                              flag="--audio-waveform/--no-audio-waveform")
+    streams: tuple[str, ...] | None = _o(None, "comma-separated stream names to keep, e.g. `video,imu` (default: all "
+                                         "in meta.json)", cli_type=str)
+    min_purity: float = _o(0.8, "a window keeps its majority label only if that label covers at least this "
+                           "fraction of it; otherwise it is dropped (`label_purity`)")
+    align: str = _o("meta", "`meta`: apply `clock_offset_s` from meta.json, estimate and report the lag; "
+                    "`estimate`: also apply the estimated lag")
+    max_lag_s: float = _o(2.0, "largest lag (s) searched", flag="--max-lag")
+    lag_tol_s: float = _o(0.1, "a reliable estimated lag above this (s) flags the recording as out of sync",
+                          flag="--lag-tol")
+    rate_tol: float = _o(0.01, "relative declared-vs-measured rate difference reported as a rate warning")
+    short_streams: str = _o("fail", "a stream that starts late / ends early by more than --coverage-tol: `fail` the "
+                            "recording or `crop` to the span all streams cover")
+    coverage_tol_s: float = _o(2.0, "seconds of late start / early end tolerated", flag="--coverage-tol")
+    labels: str = _o("require", "`require`: every recording needs labels.csv or a meta.json label; `ignore`: "
+                     "unlabelled windows, no purity gate (deployment, `dcat predict`)")
 
     def __post_init__(self):
+        if isinstance(self.video_size, str):
+            self.video_size = _parse_size(self.video_size)
+        if isinstance(self.streams, str):
+            self.streams = tuple(parse_list(self.streams)) or None
         if isinstance(self.video_size, int):
             self.video_size = (self.video_size, self.video_size)
         self.video_size = tuple(int(v) for v in self.video_size)

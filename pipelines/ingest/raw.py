@@ -18,7 +18,6 @@ from typing import Iterable
 from pipelines.core.errors import DcatError, RecordingError
 
 META_NAME = "meta.json"
-STREAM_KINDS = ("video", "audio", "imu")
 CONTAINER_AUDIO_SUFFIXES = {".mp4", ".m4a", ".mov", ".mkv", ".webm", ".avi", ".aac", ".mp3"}
 LABEL_TOL_S = 0.5
 _ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
