@@ -32,6 +32,60 @@ def _onoff(s: Optional[str]) -> list | None:
     return out
 
 
+def _print_cells(res: dict, as_json: bool) -> None:
+    """``--dry-run``: the cells (role and name, or as JSON) and their number."""
+    if as_json:
+        out_console.print_json(json.dumps([{"cell": c["cell"], "role": c["role"], "deps": c["deps"],
+                                            "settings": c["settings"]} for c in res["cells"]]))
+        return
+    for c in res["cells"]:
+        out_console.print(f"{c['role']:9s} {c['cell']}", highlight=False)
+    out_console.print(f"{res['total']} cells in {res['out']}", highlight=False)
+
+
+def _run_with_progress(cfg, log, quiet: bool) -> dict:
+    """Run the grid with a progress bar on stderr and a line per finished cell (none with ``quiet``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipelines.study.experiment import run_experiment
+
+    prog = Progress(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[last]}"), console=err_console, transient=True, disable=quiet)
+
+    with prog:
+        task = prog.add_task("cells", total=None, last="")
+
+        def on_cell(c, status, row, done, total):
+            prog.update(task, total=total, completed=done, last=f"{c['cell']} {status}")
+            if quiet or status == "skipped":
+                return
+            if status == "ok":
+                f1 = row.get("test_macro_f1")
+                err_console.print(f"  [green]done[/green] {c['cell']}: test macro-F1 "
+                                  f"{f1:.3f} ({row['seconds']:.0f} s)" if f1 is not None else
+                                  f"  done {c['cell']}", highlight=False)
+            else:
+                err_console.print(f"  [red]{status}[/red] {c['cell']}", highlight=False)
+
+        return run_experiment(cfg, log, on_cell)
+
+
+def _print_result(res: dict, as_json: bool) -> None:
+    """The result (JSON, or results.md and a summary line); fails (exit 1) when a cell failed or was blocked."""
+    if as_json:
+        out_console.print_json(json.dumps(res, default=float))
+    else:
+        md = Path(res["out"]) / "results.md"
+        if md.is_file():
+            out_console.print(md.read_text(), markup=False, highlight=False)
+        out_console.print(f"{res['ran']} cells run, {res['skipped']} finished before, {len(res['failed'])} failed, "
+                          f"{res['blocked']} blocked; {res['seconds']:.0f} s. Results: {res['out']}/results.md, "
+                          "results.csv, plots/", highlight=False)
+    if res["failed"] or res["blocked"]:
+        fail(f"{len(res['failed'])} cell(s) failed ({', '.join(sorted(res['failed']))}); see "
+             f"{res['out']}/failed.json. Fix the cause and run the same command again: finished cells are kept.")
+
+
 def experiment_cmd(
     spec: Annotated[Optional[Path], typer.Argument(help="SPEC.toml: the grid (every setting below; its 'train' table holds training settings such as epochs). Options given on the command line override it.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="The reduced grid on the bundled sample_data/ (video->imu; D-CAT lambda 0.1/1/10 x MCMA on/off, logit KD, feature KD, no transfer; in distribution and 5 subject folds out of distribution; seeds 0,1; imu shifted +-0.5/+-1 s; 12 epochs, 4 video frames per window).")] = False,
@@ -73,75 +127,22 @@ def experiment_cmd(
     """
 
     def body():
-        from pipelines.study.experiment import ExperimentConfig, ExperimentError, load_spec, quick_config, run_experiment
+        from pipelines.study.experiment import load_spec, merge_config, run_experiment
 
-        d0 = load_spec(spec) if spec else {}
-        over = {k: v for k, v in dict(
+        d0 = load_spec(spec) if spec else None
+        cfg = merge_config(d0, dict(
             out=str(out) if out else None, data=str(data) if data else None, raw=str(raw) if raw else None,
             pairs=_list(pairs), methods=_list(methods), lambdas=_list(lambdas, float), mcma=_onoff(mcma),
             splits=_list(splits), folds=folds, seeds=_list(seeds, int), shifts=_list(shifts, float),
             shift_stream=shift_stream, shift_lambda=shift_lambda, baseline_lambda=baseline_lambda,
-            temperature=temperature, jobs=jobs, threads=threads, device=device, title=title).items() if v is not None}
-        if data:
-            over["raw"] = None
-        if raw:
-            over["data"] = None
-        train = dict(d0.pop("train", {}) or {})
-        if epochs is not None:
-            train["epochs"] = epochs
-        if d is not None:
-            train["d"] = d
-        if quick:
-            if spec:
-                raise ExperimentError("--quick is its own spec: give either SPEC.toml or --quick")
-            q = quick_config()
-            cfg = quick_config(**over, train={**q.train, **train}, overwrite=overwrite)
-        else:
-            cfg = ExperimentConfig.from_dict({**d0, **over, "train": train, "overwrite": overwrite},
-                                             str(spec) if spec else "options")
+            temperature=temperature, jobs=jobs, threads=threads, device=device, title=title),
+            train={"epochs": epochs, "d": d}, quick=quick, overwrite=overwrite,
+            where=str(spec) if spec else "options")
         log = (lambda s: None) if quiet else (lambda s: err_console.print(f"[bold]experiment[/bold] {s}", highlight=False))
         if dry_run:
-            res = run_experiment(cfg, log, dry_run=True)
-            if as_json:
-                out_console.print_json(json.dumps([{"cell": c["cell"], "role": c["role"], "deps": c["deps"],
-                                                    "settings": c["settings"]} for c in res["cells"]]))
-                return
-            for c in res["cells"]:
-                out_console.print(f"{c['role']:9s} {c['cell']}", highlight=False)
-            out_console.print(f"{res['total']} cells in {res['out']}", highlight=False)
+            _print_cells(run_experiment(cfg, log, dry_run=True), as_json)
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        prog = Progress(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[last]}"), console=err_console, transient=True, disable=quiet)
-
-        with prog:
-            task = prog.add_task("cells", total=None, last="")
-
-            def on_cell(c, status, row, done, total):
-                prog.update(task, total=total, completed=done, last=f"{c['cell']} {status}")
-                if quiet or status == "skipped":
-                    return
-                if status == "ok":
-                    f1 = row.get("test_macro_f1")
-                    err_console.print(f"  [green]done[/green] {c['cell']}: test macro-F1 "
-                                      f"{f1:.3f} ({row['seconds']:.0f} s)" if f1 is not None else
-                                      f"  done {c['cell']}", highlight=False)
-                else:
-                    err_console.print(f"  [red]{status}[/red] {c['cell']}", highlight=False)
-
-            res = run_experiment(cfg, log, on_cell)
-        if as_json:
-            out_console.print_json(json.dumps(res, default=float))
-        else:
-            md = Path(res["out"]) / "results.md"
-            if md.is_file():
-                out_console.print(md.read_text(), markup=False, highlight=False)
-            out_console.print(f"{res['ran']} cells run, {res['skipped']} finished before, {len(res['failed'])} failed, "
-                              f"{res['blocked']} blocked; {res['seconds']:.0f} s. Results: {res['out']}/results.md, "
-                              "results.csv, plots/", highlight=False)
-        if res["failed"] or res["blocked"]:
-            fail(f"{len(res['failed'])} cell(s) failed ({', '.join(sorted(res['failed']))}); see "
-                 f"{res['out']}/failed.json. Fix the cause and run the same command again: finished cells are kept.")
+        res = _run_with_progress(cfg, log, quiet)
+        _print_result(res, as_json)
 
     run_guarded(body)

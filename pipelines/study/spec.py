@@ -1,0 +1,167 @@
+"""The settings of an experiment: ``ExperimentConfig`` (what a SPEC.toml or the options of ``dcat
+experiment`` may say), reading a spec, merging options over it, and checking the result before any
+cell is built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from pipelines.core.errors import DcatError
+from pipelines.learn.config import EXPERIMENT_TRAIN_KEYS
+
+SPLITS = ("id", "ood")
+DEFAULT_METHODS = ("dcat", "logit-kd", "feature-kd")
+#: training settings an experiment may set (``[train]`` in the spec); the rest are per cell
+TRAIN_KEYS = EXPERIMENT_TRAIN_KEYS
+
+
+class ExperimentError(DcatError):
+    """An experiment spec or grid that cannot run."""
+
+
+@dataclass
+class ExperimentConfig:
+    """Settings of ``dcat experiment`` (a SPEC.toml sets the same names; ``[train]`` holds training
+    settings passed to every run, e.g. ``epochs``, ``d``, ``lr``).
+
+    data: shards directory, or raw: a raw dataset preprocessed into ``<out>/shards`` (lag estimate
+    applied). pairs: ``"video->imu"``, several sources ``"video+audio->imu"``. methods: transfer
+    methods besides the no-transfer baseline (always run). lambdas, mcma: D-CAT's grid. splits:
+    ``id``, ``ood``. folds: OOD subject folds (default: one per subject, at most 5). seeds.
+    shifts: misalignment magnitudes in seconds (each run at + and -) of ``shift_stream`` (default:
+    the pair's target), D-CAT at ``shift_lambda`` with MCMA on; empty: no misalignment study.
+    baseline_lambda: weight of the logit-/feature-KD term; temperature: logit KD's T.
+    jobs: cells at once (0: one per CPU core / threads, 1 on a GPU); threads per cell; device.
+    """
+
+    out: str = "experiments/exp"
+    data: str | None = None
+    raw: str | None = None
+    pairs: list = field(default_factory=lambda: ["video->imu"])
+    methods: list = field(default_factory=lambda: list(DEFAULT_METHODS))
+    lambdas: list = field(default_factory=lambda: [0.1, 1.0, 10.0])
+    mcma: list = field(default_factory=lambda: [True, False])
+    splits: list = field(default_factory=lambda: list(SPLITS))
+    folds: int | None = None
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    shifts: list = field(default_factory=lambda: [0.5, 1.0])
+    shift_stream: str | None = None
+    shift_lambda: float = 1.0
+    baseline_lambda: float = 1.0
+    temperature: float = 4.0
+    train: dict = field(default_factory=dict)
+    jobs: int = 0
+    threads: int = 1
+    device: str = "cpu"
+    title: str | None = None
+    overwrite: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "spec"):
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(k for k in d if k not in names)
+        if unknown:
+            raise ExperimentError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def quick_config(**over) -> ExperimentConfig:
+    """``dcat experiment --quick``: a reduced grid on the bundled sample data (see README)."""
+    base = dict(out="experiments/quick", raw="sample_data", pairs=["video->imu"], methods=list(DEFAULT_METHODS),
+                lambdas=[0.1, 1.0, 10.0], mcma=[True, False], splits=["id", "ood"], folds=5, seeds=[0, 1],
+                shifts=[0.5, 1.0], train={"epochs": 12, "video_frames": 4},
+                title="dcat experiment --quick (sample_data)")
+    base.update(over)
+    return ExperimentConfig(**base)
+
+
+def load_spec(path: str | Path) -> dict:
+    """Read a SPEC.toml into a dict of :class:`ExperimentConfig` fields."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    p = Path(path)
+    if not p.is_file():
+        raise ExperimentError(f"{p}: no such spec file")
+    try:
+        d = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ExperimentError(f"{p}: not valid TOML ({e})") from e
+    if "experiment" in d and isinstance(d["experiment"], dict):  # an [experiment] table is accepted too
+        d = {**{k: v for k, v in d.items() if k != "experiment"}, **d["experiment"]}
+    ExperimentConfig.from_dict(d, str(p))  # names checked here, values in check_config
+    return d
+
+
+def merge_config(spec: dict | None, options: dict, train: dict | None = None, quick: bool = False,
+                 overwrite: bool = False, where: str = "options") -> ExperimentConfig:
+    """The settings of one experiment: a loaded SPEC.toml (:func:`load_spec`; None: no spec) or the
+    ``quick`` grid, with ``options`` (:class:`ExperimentConfig` fields) over it. An option that is None
+    keeps the spec's value; giving ``data`` drops the spec's ``raw`` and the other way round; ``train``
+    entries (None: not given) update the spec's ``[train]`` table. ``where`` names the settings' origin
+    in error messages (the spec's path)."""
+    over = {k: v for k, v in options.items() if v is not None}
+    data, raw = over.get("data"), over.get("raw")
+    if data:
+        over["raw"] = None
+    if raw:
+        over["data"] = None
+    d0 = dict(spec or {})
+    train = {**(d0.pop("train", {}) or {}), **{k: v for k, v in (train or {}).items() if v is not None}}
+    if quick:
+        if spec is not None:
+            raise ExperimentError("--quick is its own spec: give either SPEC.toml or --quick")
+        q = quick_config()
+        return quick_config(**over, train={**q.train, **train}, overwrite=overwrite)
+    return ExperimentConfig.from_dict({**d0, **over, "train": train, "overwrite": overwrite}, where)
+
+
+def parse_pair(p: str) -> tuple[list[str], str]:
+    """``"video+audio->imu"`` -> (["video", "audio"], "imu")."""
+    if "->" not in str(p):
+        raise ExperimentError(f"pair '{p}': write SOURCE->TARGET, e.g. video->imu (several sources: video+audio->imu)")
+    a, b = str(p).split("->", 1)
+    srcs = [s.strip() for s in a.split("+") if s.strip()]
+    tgt = b.strip()
+    if not srcs or not tgt or tgt in srcs:
+        raise ExperimentError(f"pair '{p}': needs at least one source and a different target")
+    return srcs, tgt
+
+
+def check_config(cfg: ExperimentConfig) -> None:
+    """Refuse settings that cannot make a grid (ExperimentError naming the setting)."""
+    from pipelines.learn.config import METHODS
+
+    if not (cfg.data or cfg.raw) or (cfg.data and cfg.raw):
+        raise ExperimentError("give the data: either data = SHARDS_DIR or raw = RAW_DIR (preprocessed into <out>/shards)")
+    if not cfg.pairs:
+        raise ExperimentError("pairs: name at least one SOURCE->TARGET pair, e.g. video->imu")
+    for p in cfg.pairs:
+        parse_pair(p)
+    bad = [m for m in cfg.methods if m not in METHODS or m == "none"]
+    if bad:
+        raise ExperimentError(f"methods {bad}: choose among dcat, logit-kd, feature-kd (the no-transfer baseline always runs)")
+    bad = [s for s in cfg.splits if s not in SPLITS]
+    if bad or not cfg.splits:
+        raise ExperimentError(f"splits {cfg.splits}: use id and/or ood")
+    if not cfg.seeds:
+        raise ExperimentError("seeds: give at least one seed")
+    for name, vals in (("lambdas", cfg.lambdas), ("shifts", cfg.shifts)):
+        for v in vals:
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or (name == "lambdas" and v < 0):
+                raise ExperimentError(f"{name}: {v!r} is not a {'non-negative ' if name == 'lambdas' else ''}number")
+    if "dcat" in cfg.methods and (not cfg.lambdas or not cfg.mcma):
+        raise ExperimentError("D-CAT needs at least one lambda and one MCMA setting (mcma = [true, false])")
+    unknown = sorted(k for k in cfg.train if k not in TRAIN_KEYS)
+    if unknown:
+        raise ExperimentError(f"[train] {', '.join(unknown)}: not a training setting an experiment can set "
+                              f"(known: {', '.join(TRAIN_KEYS)})")
+    if cfg.threads < 1:
+        raise ExperimentError("threads: at least 1 per cell")
