@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -89,7 +88,7 @@ def warm() -> None:
     import scipy.signal  # noqa: F401
     import soxr  # noqa: F401
 
-    from pipelines.ingest.features import MelSettings, _mel_basis
+    from pipelines.ingest.features import _mel_basis
 
     _mel_basis(PreprocessConfig().mel())
 

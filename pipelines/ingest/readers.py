@@ -11,7 +11,6 @@ import io
 import itertools
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np

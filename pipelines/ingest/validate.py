@@ -1,4 +1,4 @@
-"""`dcat validate` for raw trees (schemas/raw-layout.md). Shards: pipelines.manifest.validate_shards."""
+"""`dcat validate` for raw trees (schemas/raw-layout.md). Shards: pipelines.shards.validate.validate_shards."""
 
 from __future__ import annotations
 

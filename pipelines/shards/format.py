@@ -67,7 +67,7 @@ def read_manifest(shards_dir: Path) -> dict:
     return m
 
 
-# ------------------------------------------------------------------ window packing and reading
+# ------------------------------------------------------------------ window packing
 
 
 def pack_windows(first: "np.ndarray", length: int):
