@@ -153,3 +153,25 @@ def test_pipelines_imports_go_down_the_layers_only():
 def test_pipelines_has_no_import_cycle():
     assert cycles(read_imports(ROOT)) == []
 
+
+
+def test_architecture_md_names_only_what_exists():
+    """Every file ARCHITECTURE.md names exists, every `file: name` it cites is defined there, the
+    layer table lists the LAYERS above, and the one-window path names at most 8 files."""
+    import re
+
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    paths = set(re.findall(r"`((?:pipelines|dcat_cli|schemas|tests)/[\w./-]+)", text))
+    assert len(paths) > 15
+    missing = sorted(p for p in paths if not (ROOT / p.rstrip("/")).exists())
+    assert missing == [], f"ARCHITECTURE.md names files that do not exist: {missing}"
+    cited = re.findall(r"`((?:pipelines|dcat_cli)/[\w/]+\.py)`?: `?(\w+)", text)
+    assert len(cited) >= 10
+    for path, name in cited:
+        src = (ROOT / path).read_text()
+        assert re.search(rf"^(class|def) {name}\b|^{name}\b.*=", src, re.M), f"{path} defines no {name}"
+    for pkg, layer in LAYERS.items():
+        assert f"| {layer} | `pipelines/{pkg}/` |" in text, f"the layer table lacks {pkg} (layer {layer})"
+    section = text.split("## One window", 1)[1].split("\n## ", 1)[0]
+    steps = re.findall(r"^\d+\. `((?:pipelines|dcat_cli)/[\w/.]+)`", section, re.M)
+    assert 4 <= len(steps) == len(set(steps)) <= 8, steps
