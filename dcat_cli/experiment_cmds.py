@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,27 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from dcat_cli.common import err_console, fail, out_console, run_guarded
-from pipelines.core.io import parse_list
-
-
-def _list(s: Optional[str], conv=str) -> list | None:
-    if s is None:
-        return None
-    try:
-        return parse_list(s, conv)
-    except ValueError:
-        fail(f"'{s}': expected a comma-separated list of {'numbers' if conv is not str else 'names'}")
-
-
-def _onoff(s: Optional[str]) -> list | None:
-    if s is None:
-        return None
-    out = []
-    for x in _list(s):
-        if x.lower() not in ("on", "off", "true", "false"):
-            fail(f"--mcma {s}: write on, off or on,off")
-        out.append(x.lower() in ("on", "true"))
-    return out
+from dcat_cli.options import config_command, flag
+from pipelines.study.spec import ExperimentConfig
 
 
 def _print_cells(res: dict, as_json: bool) -> None:
@@ -86,58 +68,14 @@ def _print_result(res: dict, as_json: bool) -> None:
              f"{res['out']}/failed.json. Fix the cause and run the same command again: finished cells are kept.")
 
 
-def experiment_cmd(
-    spec: Annotated[Optional[Path], typer.Argument(help="SPEC.toml: the grid (every setting below; its 'train' table holds training settings such as epochs). Options given on the command line override it.")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="The reduced grid on the bundled sample_data/ (video->imu; D-CAT lambda 0.1/1/10 x MCMA on/off, logit KD, feature KD, no transfer; in distribution and 5 subject folds out of distribution; seeds 0,1; imu shifted +-0.5/+-1 s; 12 epochs, 4 video frames per window).")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Experiment folder: runs/, results.csv, results.md, plots/ (default experiments/exp; --quick: experiments/quick).")] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="Shards directory to run on.")] = None,
-    raw: Annotated[Optional[Path], typer.Option("--raw", help="Or a raw dataset: preprocessed (lag estimate applied) into <out>/shards first.")] = None,
-    pairs: Annotated[Optional[str], typer.Option("--pairs", help="Comma-separated SOURCE->TARGET pairs (quote them in the shell): 'video->imu,audio->imu'; several sources: 'video+audio->imu'. Default video->imu.")] = None,
-    methods: Annotated[Optional[str], typer.Option("--methods", help="Transfer methods besides the no-transfer baseline (which always runs): dcat,logit-kd,feature-kd (default all three).")] = None,
-    lambdas: Annotated[Optional[str], typer.Option("--lambdas", help="D-CAT lambdas (default 0.1,1,10).")] = None,
-    mcma: Annotated[Optional[str], typer.Option("--mcma", help="D-CAT with MCMA on, off, or on,off (default).")] = None,
-    splits: Annotated[Optional[str], typer.Option("--splits", help="id, ood or id,ood (default).")] = None,
-    folds: Annotated[Optional[int], typer.Option("--folds", help="Out-of-distribution subject folds; every fold runs (default: one per subject, at most 5).")] = None,
-    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Seeds (default 0,1,2). Each seed draws its own split and initialisation; every (fold, seed) is one paired comparison.")] = None,
-    shifts: Annotated[Optional[str], typer.Option("--shifts", help="Misalignment study: shift magnitudes in seconds, each run at + and - (default 0.5,1; '' for none). D-CAT at --shift-lambda, MCMA on.")] = None,
-    shift_stream: Annotated[Optional[str], typer.Option("--shift-stream", help="The stream shifted in the misalignment study (default: the pair's target).")] = None,
-    shift_lambda: Annotated[Optional[float], typer.Option("--shift-lambda", help="D-CAT lambda of the misalignment study (default 1).")] = None,
-    baseline_lambda: Annotated[Optional[float], typer.Option("--baseline-lambda", help="Weight of the logit-KD / feature-KD term (default 1).")] = None,
-    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Logit-KD temperature (default 4).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Most epochs per run (default 20; --quick 12).")] = None,
-    d: Annotated[Optional[int], typer.Option("--d", help="Attention width of every model (default 64).")] = None,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Cells run at once (0, default: one per CPU core divided by --threads; 1 on a GPU).")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="torch threads per cell (default 1: a cell's numbers do not depend on --jobs).")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu (default), cuda, auto.")] = None,
-    title: Annotated[Optional[str], typer.Option("--title", help="Title of results.md.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Retrain cells whose saved settings differ from the spec's (finished cells with the same settings are always kept).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and exit.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result (rows, paths) as JSON on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
-) -> None:
-    """Run the paper's study as one resumable grid: source->target pairs x D-CAT lambdas x MCMA on/off,
-    the baselines, in and out of distribution, several seeds, and the misalignment study.
-
-    Writes results.csv (one row per run), results.md (mean +- std over seeds and folds, the paired
-    difference to the uni-modal baseline with a 95% CI, sync robustness, overfitting) and plots/.
-    Run it again to resume: finished cells are skipped.
-
-    Examples: `dcat experiment --quick`; `dcat experiment spec.toml --jobs 2`;
-    `dcat experiment --data shards --pairs 'video->imu,audio->imu' --seeds 0,1,2 --out experiments/a`.
-    """
-
+def _experiment_body(options: dict, spec: Optional[Path], quick: bool, epochs: Optional[int], d: Optional[int],
+                     overwrite: bool, dry_run: bool, as_json: bool, quiet: bool) -> None:
     def body():
-        from pipelines.study.experiment import load_spec, merge_config, run_experiment
+        from pipelines.study.experiment import load_spec, merge_config, parse_options, run_experiment
 
         d0 = load_spec(spec) if spec else None
-        cfg = merge_config(d0, dict(
-            out=str(out) if out else None, data=str(data) if data else None, raw=str(raw) if raw else None,
-            pairs=_list(pairs), methods=_list(methods), lambdas=_list(lambdas, float), mcma=_onoff(mcma),
-            splits=_list(splits), folds=folds, seeds=_list(seeds, int), shifts=_list(shifts, float),
-            shift_stream=shift_stream, shift_lambda=shift_lambda, baseline_lambda=baseline_lambda,
-            temperature=temperature, jobs=jobs, threads=threads, device=device, title=title),
-            train={"epochs": epochs, "d": d}, quick=quick, overwrite=overwrite,
-            where=str(spec) if spec else "options")
+        cfg = merge_config(d0, parse_options(options), train={"epochs": epochs, "d": d}, quick=quick,
+                           overwrite=overwrite, where=str(spec) if spec else "options")
         log = (lambda s: None) if quiet else (lambda s: err_console.print(f"[bold]experiment[/bold] {s}", highlight=False))
         if dry_run:
             _print_cells(run_experiment(cfg, log, dry_run=True), as_json)
@@ -146,3 +84,41 @@ def experiment_cmd(
         _print_result(res, as_json)
 
     run_guarded(body)
+
+
+_P = inspect.Parameter
+
+
+def _opt(name: str, typ, *flags: str, help: str) -> inspect.Parameter:
+    return _P(name, _P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[typ], typer.Option(*flags, help=help)])
+
+
+#: the options of `dcat experiment` that are not ExperimentConfig fields
+EXPERIMENT_RUN_OPTIONS = [
+    _P("spec", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[Path], typer.Argument(
+        help="SPEC.toml: the grid (every setting below; its 'train' table holds training settings such as epochs). "
+             "Options given on the command line override it.")]),
+    flag("quick", "--quick", help="The reduced grid on the bundled sample_data/ (video->imu; D-CAT lambda 0.1/1/10 x "
+         "MCMA on/off, logit KD, feature KD, no transfer; in distribution and 5 subject folds out of distribution; "
+         "seeds 0,1; imu shifted +-0.5/+-1 s; 12 epochs, 4 video frames per window)."),
+    _opt("epochs", int, "--epochs", help="Most epochs per run (default 20; --quick 12): sets [train] epochs."),
+    _opt("d", int, "--d", help="Attention width of every model (default 64): sets [train] d."),
+    flag("overwrite", "--overwrite", help="Retrain cells whose saved settings differ from the spec's (finished cells "
+         "with the same settings are always kept)."),
+    flag("dry_run", "--dry-run", help="List the cells and exit."),
+    flag("as_json", "--json", help="Print the result (rows, paths) as JSON on stdout."),
+    flag("quiet", "--quiet", "-q", help="No progress on stderr."),
+]
+
+experiment_cmd = config_command(ExperimentConfig, _experiment_body, extra=EXPERIMENT_RUN_OPTIONS, first=2,
+                                unset_none=True, name="experiment_cmd", doc="""\
+Run the paper's study as one resumable grid: source->target pairs x D-CAT lambdas x MCMA on/off,
+the baselines, in and out of distribution, several seeds, and the misalignment study.
+
+Writes results.csv (one row per run), results.md (mean +- std over seeds and folds, the paired
+difference to the uni-modal baseline with a 95% CI, sync robustness, overfitting) and plots/.
+Run it again to resume: finished cells are skipped.
+
+Examples: `dcat experiment --quick`; `dcat experiment spec.toml --jobs 2`;
+`dcat experiment --data shards --pairs 'video->imu,audio->imu' --seeds 0,1,2 --out experiments/a`.
+""")

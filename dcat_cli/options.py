@@ -26,8 +26,9 @@ def _help(text: str) -> str:
     return escape(text[:1].upper() + text[1:] + ("" if text.endswith(".") else "."))
 
 
-def config_params(cls, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
-    """One keyword-only parameter per command-line field of ``cls`` (not in ``skip``)."""
+def config_params(cls, skip: tuple[str, ...] = (), unset_none: bool = False) -> list[inspect.Parameter]:
+    """One keyword-only parameter per command-line field of ``cls`` (not in ``skip``).
+    ``unset_none``: every option defaults to None ("not given"; the help states the real default)."""
     hints = typing.get_type_hints(cls)
     params = []
     for f in cli_fields(cls):
@@ -41,25 +42,32 @@ def config_params(cls, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
             base = str
         if f.metadata.get("cli_type") is not None:
             base = f.metadata["cli_type"]
-        typ = Optional[base] if optional else base
+        typ = Optional[base] if (optional or unset_none) else base
         names = [flag_of(f)] + ([f.metadata["short"]] if f.metadata.get("short") else [])
-        option = typer.Option(*names, help=_help(f.metadata["help"]), show_default=not f.metadata.get("required"))
-        default = _P.empty if f.metadata.get("required") else cli_default(f)
+        if f.metadata.get("argument"):
+            option = typer.Argument(help=_help(f.metadata["help"]), show_default=False)
+        else:
+            option = typer.Option(*names, help=_help(f.metadata["help"]),
+                                  show_default=not (f.metadata.get("required") or unset_none))
+        default = None if unset_none else _P.empty if f.metadata.get("required") else cli_default(f)
         params.append(_P(f.name, _P.KEYWORD_ONLY, default=default, annotation=Annotated[typ, option]))
     return params
 
 
 def config_command(cls, body: Callable, *, extra: list[inspect.Parameter] = (), skip: tuple[str, ...] = (),
-                   name: str, doc: str, first: int = 0) -> Callable:
+                   name: str, doc: str, first: int = 0, unset_none: bool = False) -> Callable:
     """A typer command whose options are ``cls``'s fields plus ``extra`` (the first ``first`` of
     them before the fields: arguments); it calls ``body(cfg, **extra_values)`` with
-    ``cfg = cls(**field_values)``."""
-    params = list(extra[:first]) + config_params(cls, skip) + list(extra[first:])
+    ``cfg = cls(**field_values)``, or with ``unset_none`` ``body(field_values, ...)`` where a value
+    not given is None (the body merges them over other settings)."""
+    params = list(extra[:first]) + config_params(cls, skip, unset_none) + list(extra[first:])
     extra_names = [p.name for p in extra]
     field_names = {f.name for f in dataclasses.fields(cls)}
 
     def command(**kw):
         rest = {k: kw.pop(k) for k in extra_names}
+        if unset_none:
+            return body({k: v for k, v in kw.items() if k in field_names}, **rest)
         try:  # the config checks its values when made: a bad one is an error message, not a traceback
             cfg = cls(**{k: v for k, v in kw.items() if k in field_names})
         except DcatError as e:
@@ -80,7 +88,7 @@ def flag(name: str, *flags: str, help: str, default=False, typ=bool) -> inspect.
 
 # ------------------------------------------------------------------ README tables
 
-README_BLOCKS = ("preprocess", "pretrain", "transfer", "experiment-train")
+README_BLOCKS = ("preprocess", "pretrain", "transfer", "demo", "experiment", "experiment-train")
 
 
 def extra_rows(params: list[inspect.Parameter]) -> str:
@@ -94,7 +102,7 @@ def extra_rows(params: list[inspect.Parameter]) -> str:
         first = [info.default] if isinstance(info.default, str) and info.default.startswith("-") else []
         names = ", ".join([*first, *info.param_decls])
         d = p.default
-        default = ("on" if d else "off") if isinstance(d, bool) else f"`{d}`"
+        default = ("on" if d else "off") if isinstance(d, bool) else "-" if d is None else f"`{d}`"
         rows.append(f"| `{names}` | {default} | {info.help[:1].lower() + info.help[1:].rstrip('.')} |")
     return "".join(r + "\n" for r in rows)
 
@@ -114,6 +122,16 @@ def readme_block(name: str) -> str:
         return option_table(TrainConfig)
     if name == "transfer":
         return option_table(TransferConfig, only=own_fields(TransferConfig))
+    if name == "demo":
+        from dcat_cli.demo_cmds import DEMO_RUN_OPTIONS
+        from pipelines.study.demo import DemoConfig
+
+        return option_table(DemoConfig) + extra_rows(DEMO_RUN_OPTIONS)
+    if name == "experiment":
+        from dcat_cli.experiment_cmds import EXPERIMENT_RUN_OPTIONS
+        from pipelines.study.spec import ExperimentConfig
+
+        return option_table(ExperimentConfig) + extra_rows(EXPERIMENT_RUN_OPTIONS)
     if name == "experiment-train":
         return ("`[train]` keys (each is the `dcat pretrain`/`dcat transfer` option of that name, `_` for `-`): "
                 + ", ".join(f"`{k}`" for k in EXPERIMENT_TRAIN_KEYS) + ".\n")

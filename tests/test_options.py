@@ -124,3 +124,34 @@ def test_a_bad_option_value_is_a_message_not_a_traceback(argv, message):
     assert r.exit_code == 1, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_demo_and_experiment_options_come_from_their_configs(monkeypatch, tmp_path):
+    from dcat_cli.demo_cmds import DEMO_RUN_OPTIONS, demo_cmd
+    from dcat_cli.experiment_cmds import EXPERIMENT_RUN_OPTIONS, experiment_cmd
+    from pipelines.study.demo import DemoConfig
+    from pipelines.study.spec import ExperimentConfig
+
+    assert list(demo_cmd.__signature__.parameters) == [f.name for f in cli_fields(DemoConfig)] + [
+        p.name for p in DEMO_RUN_OPTIONS]
+    params = experiment_cmd.__signature__.parameters
+    assert set(params) == {f.name for f in cli_fields(ExperimentConfig)} | {p.name for p in EXPERIMENT_RUN_OPTIONS}
+    assert all(params[f.name].default is None for f in cli_fields(ExperimentConfig))  # not given: the spec's value
+    got = {}
+
+    def fake(cfg, log=None, on_cell=None, dry_run=False):
+        got["cfg"] = cfg
+        return {"out": cfg.out, "cells": [], "total": 0}
+
+    import pipelines.study.experiment
+
+    monkeypatch.setattr(pipelines.study.experiment, "run_experiment", fake)
+    spec = tmp_path / "spec.toml"
+    spec.write_text('data = "shards"\nlambdas = [0.1]\nseeds = [7]\n[train]\nepochs = 3\n')
+    r = CliRunner().invoke(app, ["experiment", str(spec), "--mcma", "on", "--seeds", "1,2", "--shifts", "", "-j", "2",
+                                 "--d", "16", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert got["cfg"] == ExperimentConfig(data="shards", lambdas=[0.1], mcma=[True], seeds=[1, 2], shifts=[], jobs=2,
+                                          train={"epochs": 3, "d": 16})
+    r = CliRunner().invoke(app, ["experiment", str(spec), "--lambdas", "a", "--dry-run"])
+    assert r.exit_code == 1 and "'a': expected a comma-separated list of numbers" in r.output

@@ -19,12 +19,15 @@ GROUPS = ("data", "split", "model", "optimisation", "transfer", "runtime", "resa
 
 def opt(default=MISSING, help: str = "", *, flag: str | None = None, short: str | None = None,
         group: str = "runtime", cli: bool = True, experiment: bool = False, required: bool = False,
-        cli_type: type | None = None, cli_default=MISSING, default_factory=MISSING):
+        cli_type: type | None = None, cli_default=MISSING, argument: bool = False, items: type | None = None,
+        default_factory=MISSING):
     """A dataclass field with its command-line metadata (see the module docstring). ``cli_type`` and
     ``cli_default``: how the command line spells a value the config converts (``--video-size 112``
-    for ``(112, 112)``)."""
+    for ``(112, 112)``); ``argument``: a positional argument, not an option; ``items``: the type of
+    a list's items (the command line gives the list comma-separated)."""
     meta = {"help": help, "flag": flag, "short": short, "group": group, "cli": cli, "experiment": experiment,
-            "required": required, "cli_type": cli_type, "cli_default": cli_default}
+            "required": required, "cli_type": cli_type, "cli_default": cli_default,
+            "argument": argument, "items": items}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -58,6 +61,9 @@ def _default_text(f: dataclasses.Field) -> str:
     if f.metadata.get("required"):
         return "required"
     v = cli_default(f)
+    if isinstance(v, list):
+        return "`" + ",".join(("on" if x else "off") if isinstance(x, bool) else f"{x:g}" if isinstance(x, float)
+                              else str(x) for x in v) + "`"
     if v is None:
         return "-"
     if isinstance(v, bool):
@@ -74,7 +80,7 @@ def option_table(cls, only: list[str] | None = None) -> str:
     """The README's Markdown table of ``cls``'s command-line options (flag, default, meaning),
     grouped by ``group`` in :data:`GROUPS` order; ``only``: just these fields."""
     rows = ["| option | default | meaning |", "|---|---|---|"]
-    fs = [f for f in cli_fields(cls) if only is None or f.name in only]
+    fs = [f for f in cli_fields(cls) if (only is None or f.name in only) and not f.metadata.get("argument")]
     for g in GROUPS:
         for f in fs:
             if f.metadata.get("group") != g:

@@ -17,20 +17,30 @@ from pathlib import Path
 from typing import Callable
 
 from pipelines.core.errors import DcatError
+from pipelines.core.io import parse_list
+from pipelines.core.options import opt
 
 
 @dataclass
 class DemoConfig:
-    raw: str = "sample_data"
-    work: str = "demo"  # shards in <work>/shards, runs in <work>/runs
-    seed: int = 0
-    epochs: int = 20
-    ood_subjects: tuple[str, ...] | None = None  # default: the last two subjects
-    src: str = "video"
-    tgt: str = "imu"
-    lam: float = 1.0
-    threads: int = 1  # reproducible: the float reduction order does not depend on the machine's load
-    overwrite: bool = False
+    """Settings of ``dcat demo``; each field's help is the command line's."""
+
+    raw: str = opt("sample_data", "raw dataset (default: the bundled sample_data/)", argument=True)
+    work: str = opt("demo", "where shards (`<work>/shards`) and runs (`<work>/runs`) go")
+    seed: int = opt(0, "seed of the splits and of every model")
+    epochs: int = opt(20, "most epochs per training run (early stopping on validation macro-F1)")
+    ood_subjects: tuple[str, ...] | None = opt(None, "comma-separated test subjects out of distribution (default: "
+                                               "the last two)", cli_type=str)
+    src: str = opt("video", "the source stream", cli=False)
+    tgt: str = opt("imu", "the target stream", cli=False)
+    lam: float = opt(1.0, "D-CAT's lambda", cli=False)
+    threads: int = opt(1, "CPU threads for torch. 1 (default) gives the same numbers on every run of a machine; 0: "
+                       "one per idle core (faster, but float order then depends on the load)")
+    overwrite: bool = opt(False, "re-preprocess even if `<work>/shards` exists")
+
+    def __post_init__(self):
+        if isinstance(self.ood_subjects, str):
+            self.ood_subjects = tuple(parse_list(self.ood_subjects)) or None
 
 
 def run_demo(cfg: DemoConfig, hooks=None, log: Callable[[str], None] = lambda s: None) -> dict:

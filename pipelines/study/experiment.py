@@ -50,7 +50,7 @@ from pipelines.core.io import atomic_write_text
 from pipelines.study.cells import cell_state, fill_source_f1, run_cell
 from pipelines.study.grid import build_cells
 from pipelines.study.spec import (DEFAULT_METHODS, SPLITS, TRAIN_KEYS, ExperimentConfig, ExperimentError, check_config,
-                                  load_spec, merge_config, parse_pair, quick_config)
+                                  load_spec, merge_config, parse_options, parse_pair, quick_config)
 
 #: ``on_cell(cell, status, row, done, total)``: called as each cell finishes (see ``run_experiment``)
 OnCell = Callable[[dict, str, "dict | None", int, int], None]
@@ -324,5 +324,5 @@ def _notes(cfg: ExperimentConfig, data: Path, errors: dict, status: dict) -> str
 
 
 __all__ = ["DEFAULT_METHODS", "SPLITS", "TRAIN_KEYS", "ExperimentConfig", "ExperimentError", "build_cells",
-           "check_config", "fill_source_f1", "load_spec", "merge_config", "parse_pair", "quick_config", "run_cell",
+           "check_config", "fill_source_f1", "load_spec", "merge_config", "parse_options", "parse_pair", "quick_config", "run_cell",
            "run_experiment"]

@@ -6,10 +6,12 @@ cell is built.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from pipelines.core.errors import DcatError
+from pipelines.core.io import parse_list
+from pipelines.core.options import opt
 from pipelines.learn.config import EXPERIMENT_TRAIN_KEYS
 
 SPLITS = ("id", "ood")
@@ -20,6 +22,14 @@ TRAIN_KEYS = EXPERIMENT_TRAIN_KEYS
 
 class ExperimentError(DcatError):
     """An experiment spec or grid that cannot run."""
+
+
+def _o(default, help, items=None, **kw):
+    """An experiment option: on the command line a list is one comma-separated value of ``items``
+    (:func:`parse_options`), and every option defaults to "not given" there, so a spec's value stands."""
+    if isinstance(default, list):
+        return opt(help=help, items=items, cli_type=str, default_factory=lambda: list(default), **kw)
+    return opt(default, help, **kw)
 
 
 @dataclass
@@ -37,27 +47,34 @@ class ExperimentConfig:
     jobs: cells at once (0: one per CPU core / threads, 1 on a GPU); threads per cell; device.
     """
 
-    out: str = "experiments/exp"
-    data: str | None = None
-    raw: str | None = None
-    pairs: list = field(default_factory=lambda: ["video->imu"])
-    methods: list = field(default_factory=lambda: list(DEFAULT_METHODS))
-    lambdas: list = field(default_factory=lambda: [0.1, 1.0, 10.0])
-    mcma: list = field(default_factory=lambda: [True, False])
-    splits: list = field(default_factory=lambda: list(SPLITS))
-    folds: int | None = None
-    seeds: list = field(default_factory=lambda: [0, 1, 2])
-    shifts: list = field(default_factory=lambda: [0.5, 1.0])
-    shift_stream: str | None = None
-    shift_lambda: float = 1.0
-    baseline_lambda: float = 1.0
-    temperature: float = 4.0
-    train: dict = field(default_factory=dict)
-    jobs: int = 0
-    threads: int = 1
-    device: str = "cpu"
-    title: str | None = None
-    overwrite: bool = False
+    out: str = _o("experiments/exp", "experiment folder: runs/, results.csv, results.md, plots/ (default "
+                  "experiments/exp; --quick: experiments/quick)")
+    data: str | None = _o(None, "shards directory to run on")
+    raw: str | None = _o(None, "or a raw dataset: preprocessed (lag estimate applied) into <out>/shards first")
+    pairs: list = _o(["video->imu"], "comma-separated SOURCE->TARGET pairs (quote them in the shell): "
+                     "'video->imu,audio->imu'; several sources: 'video+audio->imu' (default video->imu)", items=str)
+    methods: list = _o(list(DEFAULT_METHODS), "transfer methods besides the no-transfer baseline (which always "
+                       "runs): dcat,logit-kd,feature-kd (default all three)", items=str)
+    lambdas: list = _o([0.1, 1.0, 10.0], "D-CAT lambdas (default 0.1,1,10)", items=float)
+    mcma: list = _o([True, False], "D-CAT with MCMA on, off, or on,off (default)", items=bool)
+    splits: list = _o(list(SPLITS), "`id`, `ood` or `id,ood` (default)", items=str)
+    folds: int | None = _o(None, "out-of-distribution subject folds; every fold runs (default: one per subject, "
+                           "at most 5)")
+    seeds: list = _o([0, 1, 2], "seeds (default 0,1,2); each seed draws its own split and initialisation; every "
+                     "(fold, seed) is one paired comparison", items=int)
+    shifts: list = _o([0.5, 1.0], "misalignment study: shift magnitudes in seconds, each run at + and - (default "
+                      "0.5,1; '' for none); D-CAT at --shift-lambda, MCMA on", items=float)
+    shift_stream: str | None = _o(None, "the stream shifted in the misalignment study (default: the pair's target)")
+    shift_lambda: float = _o(1.0, "D-CAT lambda of the misalignment study (default 1)")
+    baseline_lambda: float = _o(1.0, "weight of the logit-KD / feature-KD term (default 1)")
+    temperature: float = _o(4.0, "logit-KD temperature (default 4)")
+    train: dict = opt(help="training settings passed to every run (a spec's [train] table)", cli=False,
+                      default_factory=dict)
+    jobs: int = _o(0, "cells run at once (0, default: one per CPU core divided by --threads; 1 on a GPU)", short="-j")
+    threads: int = _o(1, "torch threads per cell (default 1: a cell's numbers do not depend on --jobs)")
+    device: str = _o("cpu", "cpu (default), cuda, auto")
+    title: str | None = _o(None, "title of results.md")
+    overwrite: bool = opt(False, "retrain cells whose saved settings differ from the spec's", cli=False)
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "spec"):
@@ -98,6 +115,32 @@ def load_spec(path: str | Path) -> dict:
         d = {**{k: v for k, v in d.items() if k != "experiment"}, **d["experiment"]}
     ExperimentConfig.from_dict(d, str(p))  # names checked here, values in check_config
     return d
+
+
+def _on_off(x: str) -> bool:
+    if x.lower() not in ("on", "off", "true", "false"):
+        raise ValueError(x)
+    return x.lower() in ("on", "true")
+
+
+def parse_options(options: dict) -> dict:
+    """Command-line values (strings, None: not given) -> :class:`ExperimentConfig` values: each
+    list option's comma-separated string becomes a list of its ``items`` type (MCMA: on/off)."""
+    kinds = {f.name: f.metadata.get("items") for f in fields(ExperimentConfig)}
+    out = {}
+    for k, v in options.items():
+        conv = kinds.get(k)
+        if v is None or conv is None:
+            out[k] = v
+            continue
+        try:
+            out[k] = parse_list(v, _on_off if conv is bool else conv)
+        except ValueError:
+            if conv is bool:
+                raise ExperimentError(f"--mcma {v}: write on, off or on,off") from None
+            raise ExperimentError(f"'{v}': expected a comma-separated list of "
+                                  f"{'numbers' if conv is not str else 'names'}") from None
+    return out
 
 
 def merge_config(spec: dict | None, options: dict, train: dict | None = None, quick: bool = False,
