@@ -155,3 +155,16 @@ def test_demo_and_experiment_options_come_from_their_configs(monkeypatch, tmp_pa
                                           train={"epochs": 3, "d": 16})
     r = CliRunner().invoke(app, ["experiment", str(spec), "--lambdas", "a", "--dry-run"])
     assert r.exit_code == 1 and "'a': expected a comma-separated list of numbers" in r.output
+
+
+def test_the_command_line_starts_without_numpy_or_torch():
+    """`dcat --help` answers at once: building every command from the config classes imports no numpy, torch,
+    h5py or media library."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dcat_cli.main\n"
+            "print(sorted(m for m in ('numpy', 'torch', 'h5py', 'scipy', 'decord', 'av', 'librosa') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]", out.stdout

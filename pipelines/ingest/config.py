@@ -14,7 +14,6 @@ from pipelines.core.errors import DcatError
 from pipelines.core.io import parse_list
 from pipelines.core.options import opt
 from pipelines.core.timeutil import num_samples
-from pipelines.ingest.features import MelSettings
 
 
 def _o(default, help, **kw):
@@ -90,7 +89,9 @@ class PreprocessConfig:
         if not 0.0 < self.min_purity <= 1.0:
             raise DcatError(f"--min-purity must be in (0, 1], got {self.min_purity}")
 
-    def mel(self) -> MelSettings:
+    def mel(self) -> MelSettings:  # noqa: F821 - imported here: the command line reads this module at start-up
+        from pipelines.ingest.features import MelSettings
+
         return MelSettings(sample_rate_hz=self.audio_sr, n_fft=self.n_fft, hop_length=self.hop_length,
                            n_mels=self.n_mels)
 

@@ -9,12 +9,11 @@ Imports no torch (the command line builds its options from these classes at star
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from pipelines.core.errors import DcatError, TrainingError
 from pipelines.core.io import parse_list
 from pipelines.core.options import experiment_keys, opt
-from pipelines.learn.splits import SplitConfig
 
 NORMS = ("fro", "seqlen", "none")
 DEFAULT_NORM = "fro"
@@ -36,6 +35,29 @@ NORM_HELP = ("normalisation of K^T V before the Frobenius distance: `fro` (divid
              "works for any --d; it measured best on the sample data), `seqlen` (divide by the token count: keeps "
              "the scale, so the distance grows with d; use a 10-100x smaller --lambda), `none` (raw; grows with "
              "the sequence lengths)")
+
+
+@dataclass
+class SplitConfig:
+    """How the windows are split (:func:`pipelines.learn.splits.make_split`)."""
+
+    split: str = "id"
+    seed: int = 0
+    val_frac: float = 0.15
+    test_frac: float = 0.2
+    block_s: float = 10.0
+    guard_s: float = 0.0
+    test_subjects: list = field(default_factory=list)
+    fold: int | None = None
+    folds: int | None = None
+
+    def tag(self) -> str:
+        """A short name for run folders: ``id``, ``ood-s03+s04``, ``ood-fold1of5``."""
+        if self.split == "id":
+            return "id"
+        if self.test_subjects:
+            return "ood-" + "+".join(self.test_subjects)
+        return f"ood-fold{self.fold}of{self.folds}"
 
 
 class MisalignError(DcatError):

@@ -23,12 +23,13 @@ leakage by time (:func:`check_transfer_split`).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.core.errors import DcatError
+from pipelines.learn.config import SplitConfig  # noqa: F401 - the split settings; make_split takes one
 
 PARTS = ("train", "val", "test")
 SPLIT_TYPE = "dcat-split"
@@ -37,27 +38,6 @@ EPS_S = 1e-6
 
 class SplitError(DcatError):
     """A split that cannot be made, or one that would leak test data into training."""
-
-
-@dataclass
-class SplitConfig:
-    split: str = "id"
-    seed: int = 0
-    val_frac: float = 0.15
-    test_frac: float = 0.2
-    block_s: float = 10.0
-    guard_s: float = 0.0
-    test_subjects: list = field(default_factory=list)
-    fold: int | None = None
-    folds: int | None = None
-
-    def tag(self) -> str:
-        """A short name for run folders: ``id``, ``ood-s03+s04``, ``ood-fold1of5``."""
-        if self.split == "id":
-            return "id"
-        if self.test_subjects:
-            return "ood-" + "+".join(self.test_subjects)
-        return f"ood-fold{self.fold}of{self.folds}"
 
 
 def _merge(starts: np.ndarray, ends: np.ndarray) -> list[list[float]]:
