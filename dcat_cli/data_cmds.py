@@ -6,7 +6,6 @@ Results go to stdout (`--json` for machines), messages and progress to stderr.
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from dcat_cli.common import err_console, fail, out_console, run_guarded
-from dcat_cli.options import config_command, flag
+from dcat_cli.options import argument, config_command, option
 from pipelines.ingest.config import PreprocessConfig
 
 
@@ -52,24 +51,20 @@ def _preprocess_body(cfg, inputs: list[str], out: Path, workers: int, shard_inde
     run_guarded(body)
 
 
-_P = inspect.Parameter
 #: the options of `dcat preprocess` that are not PreprocessConfig's (what to read, where to write, how to run)
 PREPROCESS_RUN_OPTIONS = [
-    _P("inputs", _P.KEYWORD_ONLY, annotation=Annotated[List[str], typer.Argument(
-        help="Raw folder(s), recording folder(s), or '-' to read recording paths from stdin (one per line).")]),
-    _P("out", _P.KEYWORD_ONLY, default=Path("shards"), annotation=Annotated[Path, typer.Option(
-        "--out", "-o", help="Shards directory to write.")]),
-    _P("workers", _P.KEYWORD_ONLY, default=1, annotation=Annotated[int, typer.Option(
-        "--workers", "-j", help="Recordings processed in parallel (processes).")]),
-    _P("shard_index", _P.KEYWORD_ONLY, default=0, annotation=Annotated[int, typer.Option(
-        "--shard-index", help="This task's index for job arrays: takes recordings k with k mod --num-shards == "
-        "index (id order).")]),
-    _P("num_shards", _P.KEYWORD_ONLY, default=1, annotation=Annotated[int, typer.Option(
-        "--num-shards", help="Number of job-array tasks splitting the recording list.")]),
-    flag("overwrite", "--overwrite", help="Rewrite shards that exist (default: skip finished ones; a shard made "
-         "with other settings is an error)."),
-    flag("fail_fast", "--fail-fast", help="Stop at the first failed recording."),
-    flag("as_json", "--json", help="Print the summary as JSON on stdout."),
+    argument("inputs", List[str], help="Raw folder(s), recording folder(s), or '-' to read recording paths from "
+             "stdin (one per line)."),
+    option("out", "--out", "-o", typ=Path, default=Path("shards"), help="Shards directory to write."),
+    option("workers", "--workers", "-j", typ=int, default=1, help="Recordings processed in parallel (processes)."),
+    option("shard_index", "--shard-index", typ=int, default=0, help="This task's index for job arrays: takes "
+           "recordings k with k mod --num-shards == index (id order)."),
+    option("num_shards", "--num-shards", typ=int, default=1, help="Number of job-array tasks splitting the "
+           "recording list."),
+    option("overwrite", "--overwrite", help="Rewrite shards that exist (default: skip finished ones; a shard made "
+           "with other settings is an error)."),
+    option("fail_fast", "--fail-fast", help="Stop at the first failed recording."),
+    option("as_json", "--json", help="Print the summary as JSON on stdout."),
 ]
 
 preprocess_cmd = config_command(PreprocessConfig, _preprocess_body, extra=PREPROCESS_RUN_OPTIONS, first=1,

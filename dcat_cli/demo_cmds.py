@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 from dcat_cli.common import err_console, out_console, run_guarded
-from dcat_cli.options import config_command, flag
+from dcat_cli.options import config_command, option
 from pipelines.study.demo import DemoConfig
 
 
@@ -39,8 +39,8 @@ def _demo_body(cfg, quiet: bool, as_json: bool) -> None:
 
 
 #: the options of `dcat demo` that are not DemoConfig fields
-DEMO_RUN_OPTIONS = [flag("quiet", "--quiet", "-q", help="No progress output."),
-                    flag("as_json", "--json", help="Print the result as JSON on stdout.")]
+DEMO_RUN_OPTIONS = [option("quiet", "--quiet", "-q", help="No progress output."),
+                    option("as_json", "--json", help="Print the result as JSON on stdout.")]
 
 demo_cmd = config_command(DemoConfig, _demo_body, name="demo_cmd", extra=DEMO_RUN_OPTIONS, doc="""\
 Preprocess -> pretrain video and IMU -> D-CAT transfer video->imu -> evaluate, in and out of

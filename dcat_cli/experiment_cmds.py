@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional
 
-import typer
 
 from dcat_cli.common import err_console, fail, out_console, run_guarded
-from dcat_cli.options import config_command, flag
+from dcat_cli.options import argument, config_command, option
 from pipelines.study.spec import ExperimentConfig
 
 
@@ -86,28 +84,21 @@ def _experiment_body(options: dict, spec: Optional[Path], quick: bool, epochs: O
     run_guarded(body)
 
 
-_P = inspect.Parameter
-
-
-def _opt(name: str, typ, *flags: str, help: str) -> inspect.Parameter:
-    return _P(name, _P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[typ], typer.Option(*flags, help=help)])
-
-
 #: the options of `dcat experiment` that are not ExperimentConfig fields
 EXPERIMENT_RUN_OPTIONS = [
-    _P("spec", _P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[Path], typer.Argument(
-        help="SPEC.toml: the grid (every setting below; its 'train' table holds training settings such as epochs). "
-             "Options given on the command line override it.")]),
-    flag("quick", "--quick", help="The reduced grid on the bundled sample_data/ (video->imu; D-CAT lambda 0.1/1/10 x "
-         "MCMA on/off, logit KD, feature KD, no transfer; in distribution and 5 subject folds out of distribution; "
-         "seeds 0,1; imu shifted +-0.5/+-1 s; 12 epochs, 4 video frames per window)."),
-    _opt("epochs", int, "--epochs", help="Most epochs per run (default 20; --quick 12): sets [train] epochs."),
-    _opt("d", int, "--d", help="Attention width of every model (default 64): sets [train] d."),
-    flag("overwrite", "--overwrite", help="Retrain cells whose saved settings differ from the spec's (finished cells "
-         "with the same settings are always kept)."),
-    flag("dry_run", "--dry-run", help="List the cells and exit."),
-    flag("as_json", "--json", help="Print the result (rows, paths) as JSON on stdout."),
-    flag("quiet", "--quiet", "-q", help="No progress on stderr."),
+    argument("spec", Optional[Path], default=None, help="SPEC.toml: the grid (every setting below; its 'train' "
+             "table holds training settings such as epochs). Options given on the command line override it."),
+    option("quick", "--quick", help="The reduced grid on the bundled sample_data/ (video->imu; D-CAT lambda 0.1/1/10 x "
+           "MCMA on/off, logit KD, feature KD, no transfer; in distribution and 5 subject folds out of distribution; "
+           "seeds 0,1; imu shifted +-0.5/+-1 s; 12 epochs, 4 video frames per window)."),
+    option("epochs", "--epochs", typ=Optional[int], default=None,
+           help="Most epochs per run (default 20; --quick 12): sets [train] epochs."),
+    option("d", "--d", typ=Optional[int], default=None, help="Attention width of every model (default 64): sets [train] d."),
+    option("overwrite", "--overwrite", help="Retrain cells whose saved settings differ from the spec's (finished cells "
+           "with the same settings are always kept)."),
+    option("dry_run", "--dry-run", help="List the cells and exit."),
+    option("as_json", "--json", help="Print the result (rows, paths) as JSON on stdout."),
+    option("quiet", "--quiet", "-q", help="No progress on stderr."),
 ]
 
 experiment_cmd = config_command(ExperimentConfig, _experiment_body, extra=EXPERIMENT_RUN_OPTIONS, first=2,

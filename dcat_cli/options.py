@@ -26,14 +26,12 @@ def _help(text: str) -> str:
     return escape(text[:1].upper() + text[1:] + ("" if text.endswith(".") else "."))
 
 
-def config_params(cls, skip: tuple[str, ...] = (), unset_none: bool = False) -> list[inspect.Parameter]:
-    """One keyword-only parameter per command-line field of ``cls`` (not in ``skip``).
-    ``unset_none``: every option defaults to None ("not given"; the help states the real default)."""
+def config_params(cls, unset_none: bool = False) -> list[inspect.Parameter]:
+    """One keyword-only parameter per command-line field of ``cls``. ``unset_none``: every option
+    defaults to None ("not given"; the help states the real default)."""
     hints = typing.get_type_hints(cls)
     params = []
     for f in cli_fields(cls):
-        if f.name in skip:
-            continue
         hint = hints[f.name]
         args = typing.get_args(hint)
         optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
@@ -54,13 +52,13 @@ def config_params(cls, skip: tuple[str, ...] = (), unset_none: bool = False) -> 
     return params
 
 
-def config_command(cls, body: Callable, *, extra: list[inspect.Parameter] = (), skip: tuple[str, ...] = (),
-                   name: str, doc: str, first: int = 0, unset_none: bool = False) -> Callable:
+def config_command(cls, body: Callable, *, extra: list[inspect.Parameter] = (), name: str, doc: str,
+                   first: int = 0, unset_none: bool = False) -> Callable:
     """A typer command whose options are ``cls``'s fields plus ``extra`` (the first ``first`` of
     them before the fields: arguments); it calls ``body(cfg, **extra_values)`` with
     ``cfg = cls(**field_values)``, or with ``unset_none`` ``body(field_values, ...)`` where a value
     not given is None (the body merges them over other settings)."""
-    params = list(extra[:first]) + config_params(cls, skip, unset_none) + list(extra[first:])
+    params = list(extra[:first]) + config_params(cls, unset_none) + list(extra[first:])
     extra_names = [p.name for p in extra]
     field_names = {f.name for f in dataclasses.fields(cls)}
 
@@ -81,9 +79,14 @@ def config_command(cls, body: Callable, *, extra: list[inspect.Parameter] = (), 
     return command
 
 
-def flag(name: str, *flags: str, help: str, default=False, typ=bool) -> inspect.Parameter:
-    """An extra (not config) option, e.g. ``--json``."""
+def option(name: str, *flags: str, help: str, default=False, typ=bool) -> inspect.Parameter:
+    """An option that is not a config field (``--json``, ``--workers``), for ``extra``."""
     return _P(name, _P.KEYWORD_ONLY, default=default, annotation=Annotated[typ, typer.Option(*flags, help=help)])
+
+
+def argument(name: str, typ, *, help: str, default=_P.empty) -> inspect.Parameter:
+    """A positional argument that is not a config field, for ``extra`` (with ``first``)."""
+    return _P(name, _P.KEYWORD_ONLY, default=default, annotation=Annotated[typ, typer.Argument(help=help)])
 
 
 # ------------------------------------------------------------------ README tables

@@ -16,7 +16,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from dcat_cli.common import err_console, out_console, run_guarded
-from dcat_cli.options import config_command, flag
+from dcat_cli.options import config_command, option
 from pipelines.learn.config import TrainConfig, TransferConfig
 
 def _fmt(v, nd=3) -> str:
@@ -94,8 +94,8 @@ def _print_info(info: dict, as_json: bool, title: str) -> None:
 
 
 def _json_quiet() -> list:
-    return [flag("as_json", "--json", help="Print the result as JSON on stdout."),
-            flag("quiet", "--quiet", "-q", help="No progress on stderr.")]
+    return [option("as_json", "--json", help="Print the result as JSON on stdout."),
+            option("quiet", "--quiet", "-q", help="No progress on stderr.")]
 
 
 def _training_body(stage: str) -> Callable:

@@ -2,11 +2,11 @@
 command line spells it; the typer options, the experiment spec's keys and the README's option
 tables are derived from it (``dcat_cli.options``, ``pipelines.learn.config``).
 
-``opt(default, help, flag=..., group=..., cli=..., experiment=...)`` is ``dataclasses.field`` with
-that metadata. ``flag`` is the command-line spelling (default ``--field-name``; a boolean may give
-``"--augment/--no-augment"``); ``group`` orders the README table; ``cli=False`` keeps a field off the
-command line; ``experiment=True`` lets an experiment's ``[train]`` table set it; ``required``
-makes the command-line option mandatory.
+``opt(default, help, flag=..., cli=..., experiment=...)`` is ``dataclasses.field`` with that
+metadata. ``flag`` is the command-line spelling (default ``--field-name``; a boolean may give
+``"--augment/--no-augment"``); ``cli=False`` keeps a field off the command line; ``experiment=True``
+lets an experiment's ``[train]`` table set it; ``required`` makes the command-line option
+mandatory. The README tables list the options in declaration order.
 """
 
 from __future__ import annotations
@@ -14,18 +14,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import MISSING, field
 
-GROUPS = ("data", "split", "model", "optimisation", "transfer", "runtime", "resample", "windows", "sync", "checks")
-
-
 def opt(default=MISSING, help: str = "", *, flag: str | None = None, short: str | None = None,
-        group: str = "runtime", cli: bool = True, experiment: bool = False, required: bool = False,
+        cli: bool = True, experiment: bool = False, required: bool = False,
         cli_type: type | None = None, cli_default=MISSING, argument: bool = False, items: type | None = None,
         default_factory=MISSING):
     """A dataclass field with its command-line metadata (see the module docstring). ``cli_type`` and
     ``cli_default``: how the command line spells a value the config converts (``--video-size 112``
     for ``(112, 112)``); ``argument``: a positional argument, not an option; ``items``: the type of
     a list's items (the command line gives the list comma-separated)."""
-    meta = {"help": help, "flag": flag, "short": short, "group": group, "cli": cli, "experiment": experiment,
+    meta = {"help": help, "flag": flag, "short": short, "cli": cli, "experiment": experiment,
             "required": required, "cli_type": cli_type, "cli_default": cli_default,
             "argument": argument, "items": items}
     if default_factory is not MISSING:
@@ -39,8 +36,9 @@ def flag_of(f: dataclasses.Field) -> str:
 
 
 def cli_fields(cls) -> list[dataclasses.Field]:
-    """The fields of config class ``cls`` that are command-line options, in declaration order."""
-    return [f for f in dataclasses.fields(cls) if f.metadata.get("help") is not None and f.metadata.get("cli", False)]
+    """The fields of config class ``cls`` that are command-line options (made with :func:`opt`,
+    not ``cli=False``), in declaration order."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli")]
 
 
 def default_of(f: dataclasses.Field):
@@ -77,14 +75,11 @@ def own_fields(cls) -> list[str]:
 
 
 def option_table(cls, only: list[str] | None = None) -> str:
-    """The README's Markdown table of ``cls``'s command-line options (flag, default, meaning),
-    grouped by ``group`` in :data:`GROUPS` order; ``only``: just these fields."""
+    """The README's Markdown table of ``cls``'s command-line options (flag, default, meaning) in
+    declaration order; ``only``: just these fields."""
     rows = ["| option | default | meaning |", "|---|---|---|"]
-    fs = [f for f in cli_fields(cls) if (only is None or f.name in only) and not f.metadata.get("argument")]
-    for g in GROUPS:
-        for f in fs:
-            if f.metadata.get("group") != g:
-                continue
+    for f in cli_fields(cls):
+        if (only is None or f.name in only) and not f.metadata.get("argument"):
             names = flag_of(f) + (f", {f.metadata['short']}" if f.metadata.get("short") else "")
             rows.append(f"| `{names}` | {_default_text(f)} | {f.metadata['help'].replace('|', '/')} |")
     return "\n".join(rows) + "\n"

@@ -16,10 +16,6 @@ from pipelines.core.options import opt
 from pipelines.core.timeutil import num_samples
 
 
-def _o(default, help, **kw):
-    return opt(default, help, group="data", **kw)
-
-
 def _parse_size(s: str) -> tuple[int, int]:
     """``"112"`` -> (112, 112); ``"96x128"`` -> (96, 128) (height x width)."""
     try:
@@ -36,33 +32,33 @@ class PreprocessConfig:
     """Settings of one preprocessing run; stored in every shard (``args_json``). Each field's help is
     the command line's and the README's (``dcat_cli.options``)."""
 
-    fps: float = _o(30.0, "video frame rate in the shards; resampled by timestamps (the frame shown at each grid time)")
-    imu_hz: float = _o(50.0, "IMU rate; anti-aliased (linear interpolation on the timestamps, then polyphase FIR "
+    fps: float = opt(30.0, "video frame rate in the shards; resampled by timestamps (the frame shown at each grid time)")
+    imu_hz: float = opt(50.0, "IMU rate; anti-aliased (linear interpolation on the timestamps, then polyphase FIR "
                        "decimation)")
-    audio_sr: int = _o(16000, "audio rate (soxr HQ) before log-mel")
-    window_s: float = _o(2.0, "window length, seconds", flag="--window")
-    stride_s: float = _o(1.0, "window step, seconds", flag="--stride")
-    video_size: tuple[int, int] = _o((112, 112), "frame size in the shards: `112` or `HxW`, e.g. `96x128`",
+    audio_sr: int = opt(16000, "audio rate (soxr HQ) before log-mel")
+    window_s: float = opt(2.0, "window length, seconds", flag="--window")
+    stride_s: float = opt(1.0, "window step, seconds", flag="--stride")
+    video_size: tuple[int, int] = opt((112, 112), "frame size in the shards: `112` or `HxW`, e.g. `96x128`",
                                      cli_type=str, cli_default="112")
-    n_mels: int = _o(64, "mel bands (25 ms FFT, 10 ms hop at 16 kHz)")
-    n_fft: int = _o(400, "FFT length of the log-mel, samples", cli=False)
-    hop_length: int = _o(160, "hop of the log-mel, samples", cli=False)
-    audio_waveform: bool = _o(False, "also store the resampled waveform per window",
+    n_mels: int = opt(64, "mel bands (25 ms FFT, 10 ms hop at 16 kHz)")
+    n_fft: int = opt(400, "FFT length of the log-mel, samples", cli=False)
+    hop_length: int = opt(160, "hop of the log-mel, samples", cli=False)
+    audio_waveform: bool = opt(False, "also store the resampled waveform per window",
                               flag="--audio-waveform/--no-audio-waveform")
-    streams: tuple[str, ...] | None = _o(None, "comma-separated stream names to keep, e.g. `video,imu` (default: all "
+    streams: tuple[str, ...] | None = opt(None, "comma-separated stream names to keep, e.g. `video,imu` (default: all "
                                          "in meta.json)", cli_type=str)
-    min_purity: float = _o(0.8, "a window keeps its majority label only if that label covers at least this "
+    min_purity: float = opt(0.8, "a window keeps its majority label only if that label covers at least this "
                            "fraction of it; otherwise it is dropped (`label_purity`)")
-    align: str = _o("meta", "`meta`: apply `clock_offset_s` from meta.json, estimate and report the lag; "
+    align: str = opt("meta", "`meta`: apply `clock_offset_s` from meta.json, estimate and report the lag; "
                     "`estimate`: also apply the estimated lag")
-    max_lag_s: float = _o(2.0, "largest lag (s) searched", flag="--max-lag")
-    lag_tol_s: float = _o(0.1, "a reliable estimated lag above this (s) flags the recording as out of sync",
+    max_lag_s: float = opt(2.0, "largest lag (s) searched", flag="--max-lag")
+    lag_tol_s: float = opt(0.1, "a reliable estimated lag above this (s) flags the recording as out of sync",
                           flag="--lag-tol")
-    rate_tol: float = _o(0.01, "relative declared-vs-measured rate difference reported as a rate warning")
-    short_streams: str = _o("fail", "a stream that starts late / ends early by more than --coverage-tol: `fail` the "
+    rate_tol: float = opt(0.01, "relative declared-vs-measured rate difference reported as a rate warning")
+    short_streams: str = opt("fail", "a stream that starts late / ends early by more than --coverage-tol: `fail` the "
                             "recording or `crop` to the span all streams cover")
-    coverage_tol_s: float = _o(2.0, "seconds of late start / early end tolerated", flag="--coverage-tol")
-    labels: str = _o("require", "`require`: every recording needs labels.csv or a meta.json label; `ignore`: "
+    coverage_tol_s: float = opt(2.0, "seconds of late start / early end tolerated", flag="--coverage-tol")
+    labels: str = opt("require", "`require`: every recording needs labels.csv or a meta.json label; `ignore`: "
                      "unlabelled windows, no purity gate (deployment, `dcat predict`)")
 
     def __post_init__(self):

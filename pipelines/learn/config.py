@@ -106,50 +106,48 @@ class TrainConfig:
     ``patience`` epochs without a better validation macro-F1 (ties broken by validation loss).
     """
 
-    data: str = opt("shards", "shards directory (from `dcat preprocess`)", group="data")
-    modality: str = opt("imu", "stream to train on (e.g. video, imu, audio, imu_wrist)", short="-m", group="data",
+    data: str = opt("shards", "shards directory (from `dcat preprocess`)")
+    modality: str = opt("imu", "stream to train on (e.g. video, imu, audio, imu_wrist)", short="-m",
                         required=True)
-    runs: str = opt("runs", "parent folder of runs", group="data")
-    out: str | None = opt(None, "run folder (default: `<runs>/<modality>-<split>`)", group="data")
-    split: str | None = opt("id", SPLIT_HELP, group="split")
-    seed: int = opt(0, "seed of the split, the initialisation and the data order", group="split")
+    runs: str = opt("runs", "parent folder of runs")
+    out: str | None = opt(None, "run folder (default: `<runs>/<modality>-<split>`)")
+    split: str | None = opt("id", SPLIT_HELP)
+    seed: int = opt(0, "seed of the split, the initialisation and the data order")
     split_seed: int | None = opt(None, "seed of the split alone (default: --seed), to train several "
-                                 "initialisations on one split", group="split")
-    val_frac: float | None = opt(0.15, "fraction of time blocks (per subject) for validation", group="split",
+                                 "initialisations on one split")
+    val_frac: float | None = opt(0.15, "fraction of time blocks (per subject) for validation",
                                  experiment=True)
-    test_frac: float | None = opt(0.2, "ID: fraction of time blocks (per subject) for test", group="split",
+    test_frac: float | None = opt(0.2, "ID: fraction of time blocks (per subject) for test",
                                   experiment=True)
-    block_s: float | None = opt(10.0, "length of the time blocks the split assigns, seconds", group="split",
+    block_s: float | None = opt(10.0, "length of the time blocks the split assigns, seconds",
                                 experiment=True)
-    guard_s: float | None = opt(0.0, "extra gap (s) between windows of different parts", group="split",
+    guard_s: float | None = opt(0.0, "extra gap (s) between windows of different parts",
                                 experiment=True)
-    test_subjects: list | None = opt(None, "OOD: comma-separated held-out subjects", group="split")
-    fold: int | None = opt(None, "OOD: which fold (0-based) of --folds subject groups is the test set", group="split")
-    folds: int | None = opt(None, "OOD: number of subject folds", group="split")
-    d: int | None = opt(64, "attention width (source and target must share it for D-CAT)", group="model",
+    test_subjects: list | None = opt(None, "OOD: comma-separated held-out subjects")
+    fold: int | None = opt(None, "OOD: which fold (0-based) of --folds subject groups is the test set")
+    folds: int | None = opt(None, "OOD: number of subject folds")
+    d: int | None = opt(64, "attention width (source and target must share it for D-CAT)",
                         experiment=True)
-    heads: int = opt(4, "attention heads", group="model", experiment=True)
-    depth: int = opt(1, "self-attention blocks (K, V come from the last)", group="model", experiment=True)
-    dropout: float = opt(0.1, "dropout in the attention block and before the classifier", group="model",
+    heads: int = opt(4, "attention heads", experiment=True)
+    depth: int = opt(1, "self-attention blocks (K, V come from the last)", experiment=True)
+    dropout: float = opt(0.1, "dropout in the attention block and before the classifier",
                          experiment=True)
-    video_frames: int = opt(8, "video frames kept per window, evenly spaced (0: all)", group="model",
+    video_frames: int = opt(8, "video frames kept per window, evenly spaced (0: all)",
                             experiment=True)
     standardize: str = opt("train", "IMU/audio input statistics: from the `train` windows, the `manifest` (IMU), "
-                           "or `none`", group="model", experiment=True)
-    epochs: int = opt(20, "most epochs (the LR schedule spans them)", group="optimisation", experiment=True)
-    batch_size: int = opt(32, "windows per step (under torchrun: the global batch)", group="optimisation",
+                           "or `none`", experiment=True)
+    epochs: int = opt(20, "most epochs (the LR schedule spans them)", experiment=True)
+    batch_size: int = opt(32, "windows per step (under torchrun: the global batch)",
                           experiment=True)
-    lr: float = opt(2e-3, "AdamW peak learning rate (linear warm-up, cosine decay)", group="optimisation",
+    lr: float = opt(2e-3, "AdamW peak learning rate (linear warm-up, cosine decay)",
                     experiment=True)
-    weight_decay: float = opt(0.05, "AdamW weight decay (weights only, not biases/norms)", group="optimisation",
+    weight_decay: float = opt(0.05, "AdamW weight decay (weights only, not biases/norms)",
                               experiment=True)
-    warmup_epochs: float = opt(1.0, "epochs of linear learning-rate warm-up", group="optimisation", experiment=True)
-    patience: int = opt(6, "stop after this many epochs without a better validation macro-F1 (0: never)",
-                        group="optimisation", experiment=True)
-    grad_clip: float = opt(1.0, "largest gradient norm (0: no clipping)", group="optimisation", experiment=True)
+    warmup_epochs: float = opt(1.0, "epochs of linear learning-rate warm-up", experiment=True)
+    patience: int = opt(6, "stop after this many epochs without a better validation macro-F1 (0: never)", experiment=True)
+    grad_clip: float = opt(1.0, "largest gradient norm (0: no clipping)", experiment=True)
     augment: bool = opt(False, "light augmentation (video flips; IMU/audio gain + noise); in transfer both "
-                        "streams, which turns the source cache off", flag="--augment/--no-augment",
-                        group="optimisation", experiment=True)
+                        "streams, which turns the source cache off", flag="--augment/--no-augment", experiment=True)
     device: str = opt("auto", "`auto` (CUDA with bf16 autocast when present), `cpu`, `cuda`, `cuda:1`")
     threads: int = opt(0, "CPU threads for torch (0: auto, one per idle core)")
     workers: int = opt(-1, "DataLoader worker processes (-1: 0 on a CPU, 4 per process on a GPU)")
@@ -190,48 +188,41 @@ class TransferConfig(TrainConfig):
     to (and, for ``dcat``, must equal) the sources' width. See :mod:`pipelines.learn.transfer`."""
 
     src: str = opt("video", "source stream (frozen teacher), e.g. video; or several, comma-separated "
-                   "(video,audio): the loss is then CE + lambda * sum_k w_k * L_k, MCMA per source",
-                   group="transfer", required=True)
-    tgt: str = opt("imu", "target stream (trained, deployed alone), e.g. imu", group="transfer", required=True)
+                   "(video,audio): the loss is then CE + lambda * sum_k w_k * L_k, MCMA per source", required=True)
+    tgt: str = opt("imu", "target stream (trained, deployed alone), e.g. imu", required=True)
     src_ckpt: str | None = opt(None, "source checkpoint or run folder; several sources: one per source, "
                                "comma-separated in --src order (default: the pretrain run for each source under "
-                               "--runs with the same split)", group="transfer")
+                               "--runs with the same split)")
     src_weights: list | None = opt(None, "several sources: one weight w_k per source, comma-separated in --src "
-                                   "order, e.g. 1,0.5 (default: 1 each)", group="transfer")
-    method: str = opt("dcat", METHOD_HELP, group="transfer")
+                                   "order, e.g. 1,0.5 (default: 1 each)")
+    method: str = opt("dcat", METHOD_HELP)
     lam: float = opt(1.0, "weight of the transfer term (D-CAT: the paper finds 0.1-1 works, 10 degrades)",
-                     flag="--lambda", group="transfer")
-    temperature: float = opt(DEFAULT_TEMPERATURE, "logit-kd: softmax temperature T (the term is scaled by T^2)",
-                             group="transfer")
+                     flag="--lambda")
+    temperature: float = opt(DEFAULT_TEMPERATURE, "logit-kd: softmax temperature T (the term is scaled by T^2)")
     mcma: bool = opt(True, "masked cross-modal alignment: count each source's term only on windows that source "
-                     "classifies correctly (every method)", flag="--mcma/--no-mcma", group="transfer")
-    norm: str = opt(DEFAULT_NORM, NORM_HELP, group="transfer", experiment=True)
-    tgt_init: str | None = opt(None, "start the target from this checkpoint (default: from scratch)",
-                               group="transfer")
+                     "classifies correctly (every method)", flag="--mcma/--no-mcma")
+    norm: str = opt(DEFAULT_NORM, NORM_HELP, experiment=True)
+    tgt_init: str | None = opt(None, "start the target from this checkpoint (default: from scratch)")
     cache: str = opt("auto", "cache what the method needs of each frozen source per window (K^T V, logits or "
-                     "pooled embedding, and correctness): `auto` (unless --augment), `on`, `off`", group="transfer")
+                     "pooled embedding, and correctness): `auto` (unless --augment), `on`, `off`")
     misalign: str | None = opt(None, "synchronization-robustness study: STREAM=SECONDS pairs the streams as if "
                                "that stream were late by that much when training (imu=0.5: each imu window is "
                                "aligned with the source's window 0.5 s earlier; negative: early); windows whose "
                                "shifted partner does not exist are masked from the transfer term; needs the "
-                               "source cache", group="transfer")
+                               "source cache")
     modality: str = opt("imu", "the target stream (set from --tgt)", cli=False)
     out: str | None = opt(None, "run folder (default: `<runs>/<src>-to-<tgt>-<split>`, "
-                          "`<runs>/<src>-to-<tgt>-<method>-<split>` for the baselines, sources joined with `+`)",
-                          group="data")
-    split: str | None = opt(None, "default: the source run's split. " + SPLIT_HELP, group="split")
+                          "`<runs>/<src>-to-<tgt>-<method>-<split>` for the baselines, sources joined with `+`)")
+    split: str | None = opt(None, "default: the source run's split. " + SPLIT_HELP)
     seed: int = opt(0, "seed of the initialisation and data order (and of the split when split options are "
-                    "given)", group="split")
-    val_frac: float | None = opt(None, "fraction of time blocks for validation; " + _EXPLICIT + ", else 0.15",
-                                 group="split", experiment=True)
-    test_frac: float | None = opt(None, "ID: fraction of time blocks for test; " + _EXPLICIT + ", else 0.2",
-                                  group="split", experiment=True)
-    block_s: float | None = opt(None, "time block length, seconds; " + _EXPLICIT + ", else 10", group="split",
+                    "given)")
+    val_frac: float | None = opt(None, "fraction of time blocks for validation; " + _EXPLICIT + ", else 0.15", experiment=True)
+    test_frac: float | None = opt(None, "ID: fraction of time blocks for test; " + _EXPLICIT + ", else 0.2", experiment=True)
+    block_s: float | None = opt(None, "time block length, seconds; " + _EXPLICIT + ", else 10",
                                 experiment=True)
-    guard_s: float | None = opt(None, "extra gap (s) between parts; " + _EXPLICIT + ", else 0", group="split",
+    guard_s: float | None = opt(None, "extra gap (s) between parts; " + _EXPLICIT + ", else 0",
                                 experiment=True)
-    d: int | None = opt(None, "attention width of the target (default: the sources'; D-CAT needs it equal)",
-                        group="model", experiment=True)
+    d: int | None = opt(None, "attention width of the target (default: the sources'; D-CAT needs it equal)", experiment=True)
 
     def __post_init__(self):
         super().__post_init__()
