@@ -6,7 +6,6 @@ Results go to stdout (`--json` for machines), messages and progress to stderr.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -16,6 +15,7 @@ import typer
 from dcat_cli.common import err_console, fail, out_console, run_guarded
 from dcat_cli.options import argument, config_command, option
 from pipelines.ingest.config import PreprocessConfig
+from pipelines.core.io import to_json
 
 
 def _preprocess_body(cfg, inputs: list[str], out: Path, workers: int, shard_index: int, num_shards: int,
@@ -42,7 +42,7 @@ def _preprocess_body(cfg, inputs: list[str], out: Path, workers: int, shard_inde
                              shard_index=shard_index, num_shards=num_shards, argv=sys.argv[1:], progress=on_done)
         s = res["summary"]
         if as_json:
-            out_console.print_json(json.dumps(s, default=float))
+            out_console.print_json(to_json(s))
         else:
             _render_preprocess(s, res["results"], out)
         if s["failed"] or s.get("manifest_error"):
@@ -128,7 +128,7 @@ def inspect_cmd(
 
         r = inspect_shards(shards_dir)
         if as_json:
-            out_console.print_json(json.dumps(r, default=float))
+            out_console.print_json(to_json(r))
             return
         from rich.table import Table
 
@@ -182,7 +182,7 @@ def validate_cmd(
         kind = "shards" if looks_like_shards(path) else "raw"
         problems = validate_shards(path) if kind == "shards" else validate_raw(path, deep=deep)
         if as_json:
-            out_console.print_json(json.dumps({"path": str(path), "kind": kind, "ok": not problems, "problems": problems}))
+            out_console.print_json(to_json({"path": str(path), "kind": kind, "ok": not problems, "problems": problems}))
         else:
             for p in problems:
                 out_console.print(f"[red]x[/red] {p}", highlight=False)
@@ -217,7 +217,7 @@ def manifest_cmd(
         res = {"shards": len(m["shards"]), "n_windows": m["n_windows"], "classes": m["classes"],
                "missing": missing, "unexpected": extra}
         if as_json:
-            out_console.print_json(json.dumps(res))
+            out_console.print_json(to_json(res))
         else:
             out_console.print(f"manifest: {res['shards']} shards, {res['n_windows']} windows, {len(m['classes'])} classes")
             if expect:
@@ -246,6 +246,6 @@ def synth_cmd(
 
         cfg = SynthConfig(subjects=subjects, recordings=recordings, seconds=seconds, seed=seed, audio=audio)
         info = synthesize(out_dir, cfg)
-        out_console.print_json(json.dumps(info, default=str))
+        out_console.print_json(to_json(info))
 
     run_guarded(body)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
 from dcat_cli.common import err_console, out_console, run_guarded
 from dcat_cli.options import config_command, option
 from pipelines.study.demo import DemoConfig
+from pipelines.core.io import to_json
 
 
 def _demo_body(cfg, quiet: bool, as_json: bool) -> None:
@@ -20,7 +20,7 @@ def _demo_body(cfg, quiet: bool, as_json: bool) -> None:
         with RichHooks(quiet=True) as hooks:
             res = run_demo(cfg, hooks, log)
         if as_json:
-            out_console.print_json(json.dumps(res, default=float))
+            out_console.print_json(to_json(res))
             return
         from rich.table import Table
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,12 +9,13 @@ from typing import Optional
 from dcat_cli.common import err_console, fail, out_console, run_guarded
 from dcat_cli.options import argument, config_command, option
 from pipelines.study.spec import ExperimentConfig
+from pipelines.core.io import to_json
 
 
 def _print_cells(res: dict, as_json: bool) -> None:
     """``--dry-run``: the cells (role and name, or as JSON) and their number."""
     if as_json:
-        out_console.print_json(json.dumps([{"cell": c["cell"], "role": c["role"], "deps": c["deps"],
+        out_console.print_json(to_json([{"cell": c["cell"], "role": c["role"], "deps": c["deps"],
                                             "settings": c["settings"]} for c in res["cells"]]))
         return
     for c in res["cells"]:
@@ -53,7 +53,7 @@ def _run_with_progress(cfg, log, quiet: bool) -> dict:
 def _print_result(res: dict, as_json: bool) -> None:
     """The result (JSON, or results.md and a summary line); fails (exit 1) when a cell failed or was blocked."""
     if as_json:
-        out_console.print_json(json.dumps(res, default=float))
+        out_console.print_json(to_json(res))
     else:
         md = Path(res["out"]) / "results.md"
         if md.is_file():

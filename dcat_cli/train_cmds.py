@@ -8,7 +8,6 @@ command bodies so `dcat --help` stays fast.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -18,6 +17,7 @@ import typer
 from dcat_cli.common import err_console, out_console, run_guarded
 from dcat_cli.options import config_command, option
 from pipelines.learn.config import TrainConfig, TransferConfig
+from pipelines.core.io import to_json
 
 def _fmt(v, nd=3) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -82,13 +82,13 @@ def _print_info(info: dict, as_json: bool, title: str) -> None:
     if not _main_process():
         return
     if as_json:
-        out_console.print_json(json.dumps(info))
+        out_console.print_json(to_json(info))
         return
     from rich.table import Table
 
     t = Table(title=title, show_header=False)
     for k, v in info.items():
-        t.add_row(k, _fmt(v, 4) if isinstance(v, float) else (json.dumps(v) if isinstance(v, (dict, list)) else str(v)))
+        t.add_row(k, _fmt(v, 4) if isinstance(v, float) else (to_json(v) if isinstance(v, (dict, list)) else str(v)))
     out_console.print(t)
 
 
@@ -154,7 +154,7 @@ def evaluate_cmd(
 
         rep = evaluate_run(run_dir, data, split=split, device=device, checkpoint=checkpoint, threads=threads)
         if as_json:
-            out_console.print_json(json.dumps(rep))
+            out_console.print_json(to_json(rep))
             return
         from rich.table import Table
 

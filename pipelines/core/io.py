@@ -1,4 +1,4 @@
-"""Small I/O helpers every layer uses: atomic writes and comma-list parsing.
+"""Small I/O helpers every layer uses: atomic writes, strict JSON and comma-list parsing.
 
 Atomic writes: a file dcat writes is either complete or absent. The bytes go to a temporary file
 beside the target (``.<name>.<random>.tmp[<suffix>]``, so two writers never share one and a crash
@@ -9,6 +9,8 @@ failure.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -56,3 +58,25 @@ def parse_list(x, conv: Callable = str) -> list:
         return []
     items = x.split(",") if isinstance(x, str) else x
     return [conv(s) if conv is not str else s for s in (str(v).strip() for v in items) if s]
+
+
+def jsonable(obj):
+    """``obj`` with every value JSON can hold strictly: non-finite floats (NaN, +-inf) become None,
+    numpy scalars and arrays plain numbers and lists, paths and other objects their ``str``."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "tolist"):  # numpy scalar or array (numpy is not imported here)
+        return jsonable(obj.tolist())
+    return str(obj)
+
+
+def to_json(obj, **kw) -> str:
+    """Strict JSON text of ``obj`` (``jsonable`` first, then ``allow_nan=False``): every JSON dcat
+    writes parses with a strict parser. ``kw`` go to ``json.dumps`` (``indent``)."""
+    return json.dumps(jsonable(obj), allow_nan=False, **kw)

@@ -22,6 +22,7 @@ from pipelines.core.errors import DcatError, RecordingError
 from pipelines.ingest.config import PreprocessConfig
 from pipelines.ingest.recording import process_recording, shard_path
 from pipelines.ingest.windows import REJECT_REASONS
+from pipelines.core.io import to_json
 
 __all__ = [
     "REJECT_REASONS",
@@ -174,5 +175,5 @@ def preprocess(recordings: list[Path], out_dir: Path, cfg: PreprocessConfig, *, 
               "recordings": [{k: v for k, v in r.items() if k != "info"} | ({"checks": r["info"]} if r.get("info") else {})
                              for r in results]}
     name = INFO_NAME if num_shards == 1 else INFO_NAME.replace(".json", f".{shard_index}-of-{num_shards}.json")
-    atomic_write_text(out_dir / name, json.dumps(record, indent=1, default=float))
+    atomic_write_text(out_dir / name, to_json(record, indent=1))
     return {"summary": summary, "results": results, "manifest": manifest}

@@ -20,7 +20,6 @@ C. window: windows inside the span all streams cover pass a quality gate (``wind
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -32,7 +31,7 @@ import numpy as np
 
 from pipelines import __version__
 from pipelines.core.errors import RecordingError
-from pipelines.core.io import atomic_path
+from pipelines.core.io import atomic_path, to_json
 from pipelines.ingest.align import estimate_lag
 from pipelines.ingest.config import PreprocessConfig
 from pipelines.ingest.raw import Recording, StreamSpec, check_segments_inside, load_recording, read_segments
@@ -193,7 +192,7 @@ def write_shard(path: Path, rec: Recording, cfg: PreprocessConfig, series: list[
             "recording_id": rec.id, "subject": rec.subject, "session": rec.session, "n_windows": plan.n_kept,
             "window_s": cfg.window_s, "stride_s": cfg.stride_s, "tool_version": __version__,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "args_json": json.dumps(cfg.as_dict()), "meta_json": json.dumps(rec.meta),
+            "args_json": to_json(cfg.as_dict()), "meta_json": to_json(rec.meta),
         })
         _write_windows(h, plan, cfg.window_s)
         sg = h.create_group("streams")
@@ -212,8 +211,8 @@ def write_shard(path: Path, rec: Recording, cfg: PreprocessConfig, series: list[
         info = info_record(rec, series, ref, plan, span, warnings)
         laps("hash_s")
         info["timing_s"] = laps.rounded()
-        h.attrs["sources_json"] = json.dumps(sources)
-        h.attrs["checks_json"] = json.dumps(info, default=float)
+        h.attrs["sources_json"] = to_json(sources)
+        h.attrs["checks_json"] = to_json(info)
     return info
 
 

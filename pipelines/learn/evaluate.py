@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.core.errors import DcatError
-from pipelines.core.io import atomic_path, atomic_write_text
+from pipelines.core.io import atomic_path, atomic_write_text, to_json
 from pipelines.learn.checkpoint import check_data, load_checkpoint, model_from_checkpoint
 from pipelines.learn.data import BlockDataset, ShardSet, make_loader
 from pipelines.learn.device import configure_threads, resolve_device
@@ -116,7 +116,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
             except json.JSONDecodeError:
                 allrep = {}
         allrep[split] = report
-        atomic_write_text(rp, json.dumps(allrep, indent=1))
+        atomic_write_text(rp, to_json(allrep, indent=1))
         png = run_dir / f"confusion-{split}.png"
         plot_confusion(met["confusion"], ck["classes"], png,
                        f"{run_dir.name} {stream} {split}: macro-F1 {met['macro_f1']:.3f}")

@@ -7,7 +7,6 @@ with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -23,7 +22,8 @@ from pipelines.learn.data import BlockDataset, make_loader
 from pipelines.learn.device import default_workers
 from pipelines.learn.engine import Hooks, StepFn, evaluate_model, make_schedule, param_groups, train_one_epoch
 from pipelines.learn.models import DcatModel
-from pipelines.learn.runs import jsonable, truncate_metrics
+from pipelines.learn.runs import truncate_metrics
+from pipelines.core.io import to_json
 
 
 def _rng_state() -> dict:
@@ -169,4 +169,4 @@ def _save_epoch(out: Path, base: dict, improved: bool, optimizer, scheduler, st:
                                       "scheduler": scheduler.state_dict(), "rng": _rng_state(),
                                       "fit_state": asdict(st)})
     with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(jsonable(row)) + "\n")
+        f.write(to_json(row) + "\n")

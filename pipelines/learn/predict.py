@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import tempfile
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 from pipelines.learn.checkpoint import check_data, load_checkpoint, model_from_checkpoint
 from pipelines.learn.data import BlockDataset, ShardSet, make_loader
 from pipelines.core.errors import DcatError
+from pipelines.core.io import to_json
 
 FORMATS = ("csv", "jsonl")
 
@@ -109,7 +109,7 @@ def format_rows(rows: list[dict], fmt: str = "csv") -> str:
     if fmt not in FORMATS:
         raise DcatError(f"--format {fmt}: choose csv or jsonl")
     if fmt == "jsonl":
-        return "".join(json.dumps(r) + "\n" for r in rows)
+        return "".join(to_json(r) + "\n" for r in rows)
     if not rows:
         return ""
     buf = io.StringIO()

@@ -10,16 +10,14 @@ and ``confusion-<part>.png`` (schemas/run.md).
 from __future__ import annotations
 
 import json
-import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
 from pipelines import __version__
 from pipelines.core.errors import RunDirError
-from pipelines.core.io import atomic_write_text
+from pipelines.core.io import atomic_write_text, to_json
 
 RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "best.pt", "last.pt", "report.json")
 
@@ -53,7 +51,7 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> bool:
 def write_config(out: Path, stage: str, cfg, extra: dict) -> dict:
     rec = {"stage": stage, "tool_version": __version__, "created_utc": datetime.now(timezone.utc).isoformat(),
            "argv": list(sys.argv), "args": cfg.to_dict(), "torch_version": _torch_version(), **extra}
-    atomic_write_text(Path(out) / "config.json", json.dumps(rec, indent=1))
+    atomic_write_text(Path(out) / "config.json", to_json(rec, indent=1))
     return rec
 
 
@@ -76,18 +74,6 @@ def truncate_metrics(path: Path, last_epoch: int) -> None:
         except json.JSONDecodeError:
             break
     atomic_write_text(path, "".join(k + "\n" for k in keep))
-
-
-def jsonable(m: dict) -> dict:
-    out = {}
-    for k, v in m.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            out[k] = None
-        elif isinstance(v, (np.floating, np.integer)):
-            out[k] = v.item()
-        else:
-            out[k] = v
-    return out
 
 
 def data_record(shards) -> dict:

@@ -30,6 +30,7 @@ import numpy as np
 
 from pipelines.core.errors import DcatError
 from pipelines.learn.config import SplitConfig  # noqa: F401 - the split settings; make_split takes one
+from pipelines.core.io import to_json
 
 PARTS = ("train", "val", "test")
 SPLIT_TYPE = "dcat-split"
@@ -211,7 +212,7 @@ def apply_split(shards, split: dict) -> dict[str, np.ndarray]:
 def save_split(path: Path, split: dict) -> None:
     from pipelines.core.io import atomic_write_text
 
-    atomic_write_text(Path(path), json.dumps(split, indent=1))
+    atomic_write_text(Path(path), to_json(split, indent=1))
 
 
 def load_split(path: Path) -> dict:

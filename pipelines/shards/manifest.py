@@ -10,7 +10,7 @@ import numpy as np
 
 from pipelines import __version__
 from pipelines.core.errors import DcatError, ShardError
-from pipelines.core.io import atomic_write_text
+from pipelines.core.io import atomic_write_text, to_json
 from pipelines.shards.format import (
     ENCODING_VERSION,
     FEATURE_DATASETS,
@@ -126,7 +126,7 @@ def _manifest_from_summaries(summaries: list[tuple[Path, dict]]) -> dict:
 
 def write_manifest(shards_dir: Path) -> dict:
     m = build_manifest(shards_dir)
-    atomic_write_text(Path(shards_dir) / MANIFEST_NAME, json.dumps(m, indent=1))
+    atomic_write_text(Path(shards_dir) / MANIFEST_NAME, to_json(m, indent=1))
     return m
 
 

@@ -14,6 +14,7 @@ from typing import Callable
 from pipelines import __version__
 from pipelines.core.errors import DcatError
 from pipelines.study.spec import TRAIN_KEYS, ExperimentError
+from pipelines.core.io import to_json
 
 #: split settings that ``[train]`` may hold; a source's run takes them, a transfer uses its sources' split
 _SPLIT_KEYS = ("val_frac", "test_frac", "block_s", "guard_s")
@@ -88,7 +89,7 @@ def run_cell(cell: dict, data: str, run_dir: str, src_dirs: dict, threads: int, 
     val = _eval_f1(out, "val", threads, device)
     tr = _eval_f1(out, "train", threads, device)
     row = _result_row(cell, st, info, test, val, tr, out, t0)
-    atomic_write_text(out / "cell.json", json.dumps({"tool_version": __version__, "cell": cell["cell"],
+    atomic_write_text(out / "cell.json", to_json({"tool_version": __version__, "cell": cell["cell"],
                                                     "settings": st, "row": row}, indent=1))
     return row
 

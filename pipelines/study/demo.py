@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from pipelines.core.errors import DcatError
-from pipelines.core.io import parse_list
+from pipelines.core.io import parse_list, to_json
 from pipelines.core.options import opt
 
 
@@ -86,5 +86,5 @@ def run_demo(cfg: DemoConfig, hooks=None, log: Callable[[str], None] = lambda s:
     out = {"table": table, "seed": cfg.seed, "ood_test_subjects": ood, "runs": run_dirs,
            "preprocess": {k: pre["summary"][k] for k in ("recordings", "ok", "windows_kept", "windows_dropped")},
            "seconds": time.perf_counter() - t0}
-    (work / "demo.json").write_text(json.dumps(out, indent=1, default=float))
+    (work / "demo.json").write_text(to_json(out, indent=1))
     return out

@@ -37,7 +37,6 @@ This module is the driver (data, resume, scheduling, report); the settings are
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import os
 import time
 import traceback
@@ -46,7 +45,7 @@ from typing import Callable
 
 from pipelines import __version__
 from pipelines.core.errors import DcatError
-from pipelines.core.io import atomic_write_text
+from pipelines.core.io import atomic_write_text, to_json
 from pipelines.study.cells import cell_state, fill_source_f1, run_cell
 from pipelines.study.grid import build_cells
 from pipelines.study.spec import (DEFAULT_METHODS, SPLITS, TRAIN_KEYS, ExperimentConfig, ExperimentError, check_config,
@@ -212,7 +211,7 @@ class _GridRun:
             report = write_report(ordered, self.out, title=self.cfg.title or f"dcat experiment ({self.out})",
                                   notes=notes)
         if self.errors:
-            atomic_write_text(self.out / "failed.json", json.dumps(self.errors, indent=1))
+            atomic_write_text(self.out / "failed.json", to_json(self.errors, indent=1))
         elif (self.out / "failed.json").exists():
             (self.out / "failed.json").unlink()
         return ordered, report
@@ -289,7 +288,7 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = lambda s:
     total = len(cells)
     if dry_run:
         return {"out": str(out), "cells": cells, "total": total, "seconds": time.perf_counter() - t0}
-    atomic_write_text(out / "experiment.json", json.dumps({"tool_version": __version__, "config": cfg.to_dict(),
+    atomic_write_text(out / "experiment.json", to_json({"tool_version": __version__, "config": cfg.to_dict(),
                                                           "data": str(data), "n_cells": total,
                                                           "preprocess": pre_summary}, indent=1))
     run = _GridRun(cfg, cells, out, data, log, on_cell)

@@ -11,7 +11,6 @@ so the event shows up at ``tau + expected_lag_s`` with
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from pipelines import __version__
-from pipelines.core.io import atomic_write_text
+from pipelines.core.io import atomic_write_text, to_json
 from pipelines.core.timeutil import num_samples
 from pipelines.synth.audio import _make_audio
 from pipelines.synth.imu import IMU_CHANNELS, IMU_UNITS, _imu_table, _write_imu_csv
@@ -35,7 +34,7 @@ _CONVENTION = ("video is the reference clock (recording time = video time). An e
 
 
 def _json_dump(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+    atomic_write_text(path, to_json(obj, indent=1) + "\n")
 
 
 def _recording_rngs(plan: RecordingPlan) -> list[np.random.Generator]:

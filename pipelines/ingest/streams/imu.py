@@ -6,7 +6,6 @@ The shard also stores per-channel sums and moments of the stored samples (normal
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pipelines.ingest.raw import Recording, StreamSpec
 from pipelines.ingest.readers import ImuTable, read_imu_csv
 from pipelines.ingest.resample import GAP_FACTOR, ResampleResult, measured_rate, resample_irregular
 from pipelines.ingest.streams.base import Stream, gap_stats, rate_check
+from pipelines.core.io import to_json
 
 
 @dataclass
@@ -87,4 +87,4 @@ class ImuStream(Stream):
             gs.create_dataset(name, data=val)
         units = {c: rec.streams[self.name].units.get(c, "") for c in self.imu.channels}
         gs.attrs.update(rate_hz=cfg.imu_hz, samples_per_window=t_win, channels=self.imu.channels,
-                        units=json.dumps(units), unit="per channel: see units")
+                        units=to_json(units), unit="per channel: see units")
