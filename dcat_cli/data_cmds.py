@@ -75,6 +75,16 @@ Example: `dcat preprocess raw/ --fps 30 --imu-hz 50` writes shards/.
 """)
 
 
+def _lag_cell(name: str, v: dict) -> str:
+    """``imu +0.300`` (reliable), ``imu +0.300?`` (uncertain), ``audio =+0.010`` (same clock:
+    a consistency check), ``imu -`` (no estimate)."""
+    if v.get("lag_s") is None:
+        return f"{name} -"
+    mark = "" if v.get("lag_reliable") else "?"
+    same = "=" if v.get("lag_role") == "same clock" else ""
+    return f"{name} {same}{v['lag_s']:+.3f}{mark}"
+
+
 def _render_preprocess(s: dict, results: list[dict], out: Path) -> None:
     from rich.table import Table
 
@@ -83,13 +93,17 @@ def _render_preprocess(s: dict, results: list[dict], out: Path) -> None:
     t.add_column("status")
     t.add_column("windows", justify="right")
     t.add_column("dropped", justify="right")
-    t.add_column("lag vs reference (s)")
+    refs = {(r.get("info") or {}).get("reference_stream") for r in results} - {None}
+    one_ref = next(iter(refs)) if len(refs) == 1 else None
+    t.add_column(f"lag vs {one_ref} (s)" if one_ref else "lag vs reference (s)")
     t.add_column("checks")
     for r in results:
         info = r.get("info") or {}
         drops = sum(info.get("rejected", {}).values()) if info else 0
-        lags = ", ".join(f"{k} {v['lag_s']:+.3f}" + ("" if v.get("lag_reliable") else "?")
-                         for k, v in info.get("streams", {}).items() if k != info.get("reference_stream"))
+        lags = ", ".join(_lag_cell(k, v) for k, v in info.get("streams", {}).items()
+                         if k != info.get("reference_stream"))
+        if lags and not one_ref:
+            lags = f"vs {info.get('reference_stream')}: {lags}"
         flags = []
         if info and info.get("sync_ok") is False:
             flags.append("[yellow]out of sync[/yellow]")
@@ -101,13 +115,15 @@ def _render_preprocess(s: dict, results: list[dict], out: Path) -> None:
         t.add_row(r["recording"], status, str(info.get("windows_kept", "")), str(drops) if info else "", lags,
                   " ".join(flags) or ("ok" if info else ""))
     out_console.print(t)
+    out_console.print("lag: reliable estimate; ? uncertain (not applied); = same clock as the reference "
+                      "(consistency check); - no estimate")
     d = ", ".join(f"{k} {v}" for k, v in s["windows_dropped"].items())
     w = s["worst_lag"]
     out_console.print(f"recordings: {s['ok']} ok, {s['skipped']} skipped, {s['failed']} failed"
                       + (f", {s['not_run']} not run" if s.get("not_run") else "")
                       + f" | windows kept {s['windows_kept']}, dropped: {d}")
     if w:
-        out_console.print(f"worst lag: {w['recording']} {w['stream']} {w['lag_s']:+.3f} s (corr {w['corr']:.2f})"
+        out_console.print(f"worst lag: {w['recording']} {w['stream']} vs {w.get('reference')} {w['lag_s']:+.3f} s"
                           + (f" | out of sync: {', '.join(s['out_of_sync'])}" if s["out_of_sync"] else "")
                           + (f" | sync uncertain: {', '.join(s['sync_uncertain'])}" if s["sync_uncertain"] else ""))
     for msg in s["warnings"]:
@@ -157,7 +173,8 @@ def inspect_cmd(
         for x in r["per_recording"]:
             rt.add_row(x["recording"], x["subject"], str(x["windows"]),
                        ", ".join(f"{k} {v}" for k, v in x["rejected"].items() if v) or "0",
-                       ", ".join(f"{k} {v:+.3f}" for k, v in x["lags_s"].items() if v is not None),
+                       (f"vs {x.get('reference_stream')}: " if x["lags_s"] else "")
+                       + ", ".join(f"{k} {v:+.3f}" if v is not None else f"{k} -" for k, v in x["lags_s"].items()),
                        {True: "ok", False: "[yellow]out of sync[/yellow]", None: "[yellow]uncertain[/yellow]"}[x["sync_ok"]],
                        "ok" if x["rate_ok"] else "[yellow]check[/yellow]")
         out_console.print(rt)

@@ -1,119 +1,147 @@
-"""Lag between streams from the data: cross-correlation of activity envelopes.
+"""Aligning one recording's streams: clocks, the lag of each stream behind the reference, what is applied.
 
-Envelopes: video frame-difference energy, IMU rotation speed (gyroscope magnitude; acceleration
-magnitude with gravity removed when there is no gyroscope), audio RMS energy. Each is smoothed,
-high-passed (slow trends removed) and z-scored on a common 100 Hz grid on the recording clock; the
-lag is the peak of their cross-correlation within +-max_lag_s, refined by a parabola through the
-peak and its neighbours.
+The reference is the first video stream, else audio, else IMU. Streams that share a clock (meta.json
+``"clock"``; streams of one file share one by default) are never shifted against each other:
+
+- a stream on the reference's clock gets its lag estimated as a **consistency check** only
+  (``lag_role: "same clock"``): never applied, never "out of sync" (a reliable lag beyond
+  ``--lag-tol`` is a warning that the declared clock looks wrong);
+- every other clock is one group: each of its streams is estimated against the reference; the most
+  significant reliable estimate (the smallest chance ``p``, then the highest z) is the group's lag
+  (``lag_role: "estimated"`` for that stream, ``"clock group"`` for the others) and ``--align
+  estimate`` applies it, with the clock drift when one was measured, to the whole group.
+
+Estimates come from ``pipelines.ingest.sync`` (envelopes, a calibrated ``reliable``, drift on
+segments of long recordings). Only reliable lags are applied; uncertain ones are reported with
+the reason. Every field written here is None, never NaN, when there is no value.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pipelines.ingest.config import PreprocessConfig
+from pipelines.ingest.streams import Stream
+from pipelines.ingest.sync import estimate_drift, estimate_lag, prepare
+from pipelines.ingest.sync.estimate import AGREE_TOL_S
 
-import numpy as np
-
-ENV_RATE_HZ = 100.0
-MIN_RELIABLE_CORR = 0.25  # below this peak correlation the estimate is reported as unreliable
-AMBIGUITY = 0.85  # a second peak (> 0.25 s away) this close to the best makes the estimate unreliable
-
-
-@dataclass
-class Envelope:
-    t0_s: float  # time of sample 0 on the stream's own clock
-    rate_hz: float
-    values: np.ndarray  # float64 [n]; NaN where unknown
+_LAG_FIELDS = ("lag_s", "lag_status", "lag_reliable", "lag_reason", "lag_corr", "lag_z", "lag_p", "lag_second_ratio",
+               "lag_agree", "lag_overlap_s", "lag_pairs")
 
 
-def _moving_average(x: np.ndarray, n: int) -> np.ndarray:
-    if n <= 1:
-        return x
-    k = np.ones(n) / n
-    return np.convolve(x, k, mode="same")
+def _lag_info(est: dict) -> dict:
+    return {"lag_s": est["lag_s"], "lag_status": est["status"], "lag_reliable": est["reliable"],
+            "lag_reason": est["reason"], "lag_corr": est["corr"], "lag_z": est["z"], "lag_p": est["p"],
+            "lag_second_ratio": est["second_ratio"], "lag_agree": f"{est['agree']}/{est['n_pairs']}",
+            "lag_overlap_s": est["overlap_s"], "lag_pairs": est["pairs"]}
 
 
-def imu_envelope(t: np.ndarray, x: np.ndarray, channels: list[str]) -> Envelope:
-    """Rotation speed |gyro| if gyroscope channels exist, else |acc| minus its 1 s moving average."""
-    low = [c.lower() for c in channels]
-    gyr = [i for i, c in enumerate(low) if c.startswith(("gyr", "gyro"))]
-    acc = [i for i, c in enumerate(low) if c.startswith("acc")]
-    if gyr:
-        mag = np.sqrt(np.nansum(x[:, gyr] ** 2, axis=1))
-    else:
-        cols = acc or list(range(x.shape[1]))
-        mag = np.sqrt(np.nansum(x[:, cols] ** 2, axis=1))
-    rate = ENV_RATE_HZ
-    grid = np.arange(t[0], t[-1], 1 / rate)
-    v = np.interp(grid, t, mag)
-    if not gyr:
-        v = np.abs(v - _moving_average(v, int(rate)))
-    return Envelope(t0_s=float(t[0]), rate_hz=rate, values=v)
+def _drift_info(d: dict | None, frame_s: float) -> dict:
+    if d is None:
+        return {"drift_status": None}
+    if d["status"] != "ok":
+        return {"drift_status": "none", "drift_reason": d["reason"]}
+    moves = abs(d["lag_end_s"] - d["lag_start_s"])
+    return {"drift_status": "ok", "drift_ppm": d["drift_ppm"], "drift_lag_start_s": d["lag_start_s"],
+            "drift_lag_end_s": d["lag_end_s"], "drift_residual_s": d["residual_s"],
+            "drift_segments": f"{d['segments_used']}/{d['segments']}", "drift_exceeds_frame": bool(moves > frame_s)}
 
 
-def _condition(v: np.ndarray, rate: float) -> np.ndarray:
-    v = np.where(np.isfinite(v), v, np.nanmedian(v) if np.isfinite(v).any() else 0.0)
-    v = _moving_average(v, max(1, int(round(0.1 * rate))))  # 100 ms smoothing
-    v = v - _moving_average(v, max(1, int(round(2.0 * rate))))  # remove trends slower than ~2 s
-    sd = v.std()
-    return (v - v.mean()) / sd if sd > 0 else np.zeros_like(v)
+def _estimate(s: Stream, ref_series, prepared, cfg: PreprocessConfig, tol_s: float, frame_s: float,
+              want_drift: bool) -> tuple[dict, dict | None]:
+    est = estimate_lag(ref_series, prepared[s.name], cfg.max_lag_s, tol_s=tol_s)
+    drift = None
+    if want_drift and est["reliable"]:
+        drift = estimate_drift(ref_series, prepared[s.name], est["lag_s"], tol_s=tol_s)
+    s.info.update(_lag_info(est), **_drift_info(drift, frame_s))
+    return est, drift
 
 
-def _on_grid(env: Envelope, offset_s: float, grid: np.ndarray) -> np.ndarray:
-    t = env.t0_s + offset_s + np.arange(len(env.values)) / env.rate_hz
-    return np.interp(grid, t, env.values, left=np.nan, right=np.nan)
+def _worst_lag(est: dict, drift: dict | None) -> float:
+    """Largest |lag| over the recording (the drift's ends when it was measured)."""
+    if drift is not None and drift["status"] == "ok":
+        return max(abs(drift["lag_start_s"]), abs(drift["lag_end_s"]), abs(est["lag_s"]))
+    return abs(est["lag_s"])
 
 
-def estimate_lag(ref: Envelope, ref_offset_s: float, other: Envelope, other_offset_s: float,
-                 max_lag_s: float) -> dict:
-    """Lag of ``other`` behind ``ref`` on the recording clock (positive: other's events come later).
+def _message(s: Stream, ref: Stream, est: dict, cfg: PreprocessConfig, applied: bool) -> str:
+    msg = (f"{s.label}: events lag {ref.label} by {est['lag_s']:+.3f} s (reliable: chance of so high a peak "
+           f"p {est['p']:.2g}, z {est['z']:.1f}, {est['agree']} of {est['n_pairs']} envelope pairs agree)")
+    return msg + ("; applied (--align estimate)" if applied else "; check clock_offset_s or use --align estimate")
 
-    Offsets are the clock offsets already applied (recording time = stream time + offset).
-    Returns ``{"lag_s", "corr", "second_corr", "reliable"}``: ``corr`` is the cross-correlation of the
-    z-scored envelopes at the peak, normalised by the largest overlap (so lags that leave less overlap
-    count less); ``second_corr`` the best peak more than 0.25 s away. The estimate is reliable when
-    ``corr >= 0.25`` and ``second_corr < 0.85 * corr`` (periodic motion makes several peaks).
-    """
-    rate = ENV_RATE_HZ
-    t_start = min(ref.t0_s + ref_offset_s, other.t0_s + other_offset_s)
-    t_end = max(ref.t0_s + ref_offset_s + len(ref.values) / ref.rate_hz,
-                other.t0_s + other_offset_s + len(other.values) / other.rate_hz)
-    grid = np.arange(t_start, t_end, 1 / rate)
-    a_raw, b_raw = _on_grid(ref, ref_offset_s, grid), _on_grid(other, other_offset_s, grid)
-    ma, mb = np.isfinite(a_raw), np.isfinite(b_raw)
-    if ma.sum() < 4 * rate or mb.sum() < 4 * rate:
-        return {"lag_s": float("nan"), "corr": float("nan"), "reliable": False}
-    a = np.zeros_like(grid)
-    b = np.zeros_like(grid)
-    a[ma] = _condition(a_raw[ma], rate)
-    b[mb] = _condition(b_raw[mb], rate)
-    # direct correlation over the lags searched only (memory stays flat with the recording's length):
-    # c[k] = sum_n b[n + k] a[n], k in [-K, K]
-    big_k = int(np.ceil(max_lag_s * rate)) + 1
-    ks = np.arange(-big_k, big_k + 1)
-    fa, fb = ma.astype(np.float64), mb.astype(np.float64)
-    n = len(grid)
-    c = np.empty(len(ks))
-    n_ov = np.empty(len(ks))
-    for j, k in enumerate(ks):
-        lo, hi = max(0, -k), min(n, n - k)
-        c[j] = np.dot(b[lo + k:hi + k], a[lo:hi]) if hi > lo else 0.0
-        n_ov[j] = np.dot(fb[lo + k:hi + k], fa[lo:hi]) if hi > lo else 0.0
-    lags = ks / rate
-    sel = (np.abs(lags) <= max_lag_s) & (n_ov > 2 * rate)
-    if not sel.any():
-        return {"lag_s": float("nan"), "corr": float("nan"), "reliable": False}
-    # normalise by the largest overlap, not each lag's own: a lag that leaves less overlap must
-    # explain more with less data (the biased estimator; it prefers small lags when motion repeats)
-    cn = np.where(sel, c / n_ov[sel].max(), -np.inf)
-    i = int(np.argmax(cn))
-    lag = float(lags[i])
-    if 0 < i < len(cn) - 1 and np.isfinite(cn[i - 1]) and np.isfinite(cn[i + 1]):
-        den = cn[i - 1] - 2 * cn[i] + cn[i + 1]
-        if den < 0:
-            lag += float(0.5 * (cn[i - 1] - cn[i + 1]) / den) / rate
-    corr = float(min(cn[i], 1.0))
-    # ambiguity: the best peak more than 0.25 s away from this one (periodic motion gives several)
-    far = sel & (np.abs(lags - lags[i]) > 0.25)
-    second = float(cn[far].max()) if far.any() else -1.0
-    reliable = corr >= MIN_RELIABLE_CORR and second < AMBIGUITY * corr
-    return {"lag_s": lag, "corr": corr, "second_corr": second, "reliable": bool(reliable)}
+
+def _apply_group(group: list[Stream], est: dict, drift: dict | None, frame_s: float, warnings: list[str]) -> None:
+    """Shift every stream of a clock group by the group's lag (and correct its drift)."""
+    use_drift = (drift is not None and drift["status"] == "ok"
+                 and abs(drift["lag_end_s"] - drift["lag_start_s"]) > frame_s)
+    shift = -(drift["offset_s"] if use_drift else est["lag_s"])
+    for g in group:
+        applied_drift = None
+        if use_drift:
+            d = drift["drift_ppm"] * 1e-6
+            if g.apply_drift(d, drift["t_ref_s"]):
+                applied_drift = -drift["drift_ppm"]
+            else:
+                shift_g = -est["lag_s"]
+                g.offset_s += shift_g
+                g.info.update(lag_applied_s=shift_g, drift_applied_ppm=None)
+                warnings.append(f"{g.label}: clock drift of {drift['drift_ppm']:+.0f} ppm not corrected (a "
+                                f"{g.kind} grid cannot be rescaled); the mean lag {est['lag_s']:+.3f} s was applied")
+                continue
+        g.offset_s += shift
+        g.info.update(lag_applied_s=shift, drift_applied_ppm=applied_drift)
+
+
+def estimate_lags(series: list[Stream], ref: Stream, cfg: PreprocessConfig, apply: bool, warnings: list[str]) -> None:
+    """Estimate every stream's lag behind ``ref``, record it in the stream's info (``lag_*``,
+    ``drift_*``, ``lag_role``, ``clock``, ``in_sync_ok``), apply reliable ones if ``apply``."""
+    frame_s = 1.0 / cfg.fps
+    tol_s = max(AGREE_TOL_S, frame_s)
+    prepared = {s.name: prepare(s.envelopes, s.offset_s) for s in series}
+    ref_series = prepared[ref.name]
+    for s in series:
+        s.info.update(clock=s.clock, lag_applied_s=0.0, drift_applied_ppm=None)
+    ref.info.update(lag_s=0.0, lag_status="reference", lag_reliable=True, lag_role="reference", in_sync_ok=True)
+    groups: dict[str, list[Stream]] = {}
+    for s in series:
+        if s is ref:
+            continue
+        if s.clock == ref.clock:  # consistency check only
+            est, _ = _estimate(s, ref_series, prepared, cfg, tol_s, frame_s, False)
+            s.info.update(lag_role="same clock", in_sync_ok=True)
+            if est["reliable"] and abs(est["lag_s"]) > cfg.lag_tol_s:
+                warnings.append(f"{s.label} shares the clock of {ref.label}, yet its events lag by "
+                                f"{est['lag_s']:+.3f} s (consistency check only, not applied): is the clock right?")
+            continue
+        groups.setdefault(s.clock, []).append(s)
+    for group in groups.values():
+        results = [(g,) + _estimate(g, ref_series, prepared, cfg, tol_s, frame_s, True) for g in group]
+        ok = [r for r in results if r[1]["reliable"]]
+        lead = min(ok, key=lambda r: (r[1]["p"], -r[1]["z"])) if ok else None
+        for g, est, _ in results:
+            g.info["lag_role"] = "estimated" if (lead is None or g is lead[0]) else "clock group"
+        if lead is None:
+            for g, est, _ in results:
+                g.info["in_sync_ok"] = None
+                why = est["reason"] or "no estimate"
+                warnings.append(f"{g.label}: sync with {ref.label} not checked: "
+                                + (f"lag estimate uncertain ({est['lag_s']:+.3f} s; {why}); not applied"
+                                   if est["lag_s"] is not None else why))
+            continue
+        s, est, drift = lead
+        worst = _worst_lag(est, drift)
+        if drift is not None and drift["status"] == "ok" and s.info["drift_exceeds_frame"]:
+            warnings.append(f"{s.label}: its clock drifts {drift['drift_ppm']:+.0f} ppm against {ref.label}: the lag "
+                            f"moves from {drift['lag_start_s']:+.3f} to {drift['lag_end_s']:+.3f} s"
+                            + ("; offset and drift applied (--align estimate)" if apply else ""))
+        if apply:
+            _apply_group(group, est, drift, frame_s, warnings)
+        for g, _e, _d in results:
+            g.info["in_sync_ok"] = True if apply else worst <= cfg.lag_tol_s
+        if worst > cfg.lag_tol_s:
+            warnings.append(_message(s, ref, est, cfg, apply))
+
+
+def lag_summary(series: list[Stream], ref: Stream) -> dict[str, dict]:
+    """Every stream's lag fields (for a failure's record: the estimate is kept)."""
+    return {s.name: {k: s.info.get(k) for k in ("clock", "lag_role", "lag_applied_s", "drift_applied_ppm")
+                     + _LAG_FIELDS if k in s.info}
+            for s in series if s is not ref}

@@ -50,8 +50,11 @@ def _run_one(rec_dir: str, out_dir: str, cfg: PreprocessConfig, overwrite: bool)
         info = process_recording(Path(rec_dir), Path(out_dir), cfg)
         return {"recording": rid, "status": "ok", "info": info, "seconds": time.perf_counter() - t0}
     except RecordingError as e:
-        return {"recording": rid, "status": "failed", "error": e.as_dict(), "message": str(e),
-                "seconds": time.perf_counter() - t0}
+        out = {"recording": rid, "status": "failed", "error": e.as_dict(), "message": str(e),
+               "seconds": time.perf_counter() - t0}
+        if getattr(e, "sync", None):  # the lag estimate made before the recording failed
+            out["sync"] = e.sync
+        return out
     except DcatError as e:
         return {"recording": rid, "status": "failed", "error": {"recording": rid, "file": None, "problem": str(e)},
                 "message": f"{rid}: {e}", "seconds": time.perf_counter() - t0}
@@ -84,10 +87,12 @@ def summarize(results: list[dict]) -> dict:
         for k, v in info["rejected"].items():
             rej[k] = rej.get(k, 0) + v
         for name, s in info["streams"].items():
-            if name == info["reference_stream"] or not s.get("lag_reliable"):
+            if (name == info["reference_stream"] or not s.get("lag_reliable") or s.get("lag_s") is None
+                    or s.get("lag_role") == "same clock"):
                 continue
             if worst is None or abs(s["lag_s"]) > abs(worst["lag_s"]):
-                worst = {"recording": r["recording"], "stream": name, "lag_s": s["lag_s"], "corr": s["lag_corr"]}
+                worst = {"recording": r["recording"], "stream": name, "reference": info["reference_stream"],
+                         "lag_s": s["lag_s"], "corr": s.get("lag_corr"), "z": s.get("lag_z")}
     count = lambda st: sum(1 for r in results if r["status"] == st)  # noqa: E731
     return {"recordings": len(results), "ok": count("ok"), "skipped": count("skipped"), "failed": count("failed"),
             "windows_kept": kept, "windows_dropped": rej, "worst_lag": worst,

@@ -33,6 +33,9 @@ class StreamSpec:
     declared_rate_hz: float | None = None
     channels: list[str] | None = None
     units: dict[str, str] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)  # imu: channel -> acc / gyr / mag / other
+    clock: str = ""  # streams with one clock are never shifted against each other (default: one per file)
+    clock_declared: bool = False  # "clock" given in meta.json (else the file's own clock)
 
 
 @dataclass
@@ -112,7 +115,8 @@ def load_recording(rec_dir: Path, need_labels: bool = True) -> Recording:
             name=name, kind=s["kind"], path=p, file=rel, clock_offset_s=off,
             declared_rate_hz=float(s["rate_hz"]) if s.get("rate_hz") is not None else None,
             channels=list(s["channels"]) if s.get("channels") else None,
-            units=dict(s.get("units") or {}),
+            units=dict(s.get("units") or {}), roles=dict(s.get("roles") or {}),
+            clock=str(s["clock"]) if s.get("clock") else f"file:{p.relative_to(root)}", clock_declared=bool(s.get("clock")),
         )
     label = meta.get("label")
     labels_file = None

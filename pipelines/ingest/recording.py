@@ -7,9 +7,12 @@ A. read: every stream once, by its kind (``pipelines.ingest.streams``): the IMU 
    into a scratch file beside the output); the video is opened and put on the --fps grid by its
    timestamps, not decoded yet. Activity envelopes are collected on the way.
 B. align: clock offsets from meta.json are applied. The lag of every stream behind the reference
-   stream (the first video, else audio, else IMU) is estimated from the envelopes and reported
-   after the video is decoded; with ``align="estimate"`` it must be known before windowing, so the
-   video is decoded once into a scratch file first and the lag is applied (a grid origin moves).
+   stream (the first video, else audio, else IMU) is estimated from the envelopes on the whole
+   overlap (``pipelines.ingest.align``: clock groups, reliability, drift) and reported after the
+   video is decoded; with ``align="estimate"`` it must be known before windowing, so the video is
+   decoded once into a scratch file first and reliable lags are applied (a grid origin moves, IMU
+   timestamps are rescaled for drift). A coverage failure after an applied lag says so and keeps
+   the estimate (``RecordingError.sync``).
 C. window: windows inside the span all streams cover pass a quality gate (``windows``: coverage,
    exact length, gaps, NaN, label purity; rejections counted by reason). Each stream's samples that
    kept windows cover are written once (video decoded forward in chunks straight into the shard,
@@ -20,7 +23,6 @@ C. window: windows inside the span all streams cover pass a quality gate (``wind
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import shutil
 import time
@@ -32,7 +34,7 @@ import numpy as np
 from pipelines import __version__
 from pipelines.core.errors import RecordingError
 from pipelines.core.io import atomic_path, to_json
-from pipelines.ingest.align import estimate_lag
+from pipelines.ingest.align import estimate_lags, lag_summary
 from pipelines.ingest.config import PreprocessConfig
 from pipelines.ingest.raw import Recording, StreamSpec, check_segments_inside, load_recording, read_segments
 from pipelines.ingest.streams import KINDS, Stream
@@ -79,44 +81,15 @@ def read_streams(rec: Recording, specs: list[StreamSpec], cfg: PreprocessConfig,
     warnings: list[str] = []
     for s in series:
         s.info["clock_offset_s"] = s.offset_s
+        if s.info.get("envelope_warning"):
+            warnings.append(f"{s.label}: {s.info['envelope_warning']}")
         if not s.info["rate_ok"]:
-            warnings.append(f"{s.file}: declared {s.info['declared_rate_hz']:g} Hz but timestamps give "
+            warnings.append(f"{s.label}: declared {s.info['declared_rate_hz']:g} Hz but timestamps give "
                             f"{s.info['measured_rate_hz']:.4g} Hz (resampled by timestamps)")
     return series, warnings
 
 
 # ------------------------------------------------------------------------------ B: align
-def estimate_lags(series: list[Stream], ref: Stream, cfg: PreprocessConfig, apply: bool, warnings: list[str]) -> None:
-    """Estimate every stream's lag behind ``ref``; record it in the stream's info; apply it if asked."""
-    ref.info.update(lag_s=0.0, lag_corr=1.0, lag_reliable=True, lag_applied_s=0.0, in_sync_ok=True)
-    for s in series:
-        if s is ref:
-            continue
-        est = estimate_lag(ref.envelope, ref.offset_s, s.envelope, s.offset_s, cfg.max_lag_s)
-        applied = 0.0
-        if apply:
-            if est["reliable"]:
-                applied = -est["lag_s"]
-                s.offset_s += applied
-            else:
-                warnings.append(f"{s.file}: lag estimate unreliable (peak correlation {est['corr']:.2f}); "
-                                "not applied, meta.json offset kept")
-        residual = abs(est["lag_s"] + applied)
-        # in_sync_ok: True / False when the estimate is reliable, None when it cannot tell
-        in_sync = (residual <= cfg.lag_tol_s) if est["reliable"] else (True if residual <= cfg.lag_tol_s else None)
-        s.info.update(lag_s=est["lag_s"], lag_corr=est["corr"], lag_second_corr=est.get("second_corr"),
-                      lag_reliable=est["reliable"], lag_applied_s=applied, in_sync_ok=in_sync)
-        if abs(est["lag_s"]) > cfg.lag_tol_s and math.isfinite(est["lag_s"]):
-            msg = (f"{s.file}: events lag {ref.file} ({ref.name}) by {est['lag_s']:+.3f} s "
-                   f"(correlation {est['corr']:.2f}")
-            if not est["reliable"]:
-                msg += f", uncertain: another peak reaches {est.get('second_corr', float('nan')):.2f})"
-            else:
-                msg += ")"
-            msg += "; applied (--align estimate)" if applied else "; check clock_offset_s or use --align estimate"
-            warnings.append(msg)
-
-
 def align_streams(series: list[Stream], cfg: PreprocessConfig, scratch_dir: Path, warnings: list[str]) -> Stream:
     """Pick the reference stream; with ``--align estimate`` estimate and apply every lag now (the
     envelopes are completed first). Otherwise the lag is estimated and reported after writing."""
@@ -126,6 +99,24 @@ def align_streams(series: list[Stream], cfg: PreprocessConfig, scratch_dir: Path
             s.complete_envelope(scratch_dir)
         estimate_lags(series, ref, cfg, True, warnings)
     return ref
+
+
+def _coverage(rec: Recording, series: list[Stream], ref: Stream, cfg: PreprocessConfig, warnings: list[str]) -> Span:
+    """``check_coverage``; when it fails after an estimated lag was applied, the error says that the
+    lag caused it and carries every stream's lag estimate (``RecordingError.sync``)."""
+    try:
+        return check_coverage(rec, series, cfg, warnings)
+    except RecordingError as e:
+        moved = [s for s in series if s.info.get("lag_applied_s")]
+        if moved:
+            what = ", ".join(f"{s.label} shifted by {s.info['lag_applied_s']:+.3f} s" for s in moved)
+            e = RecordingError(e.recording, e.file, f"{e.problem}, after the estimated lag was applied ({what}; "
+                               "--align estimate): the applied lag caused it",
+                               "check the lag estimate (lag_* in the record); --align meta keeps meta.json's "
+                               "offsets, --short-streams crop keeps the part every stream covers")
+        e.sync = {"reference_stream": ref.name, "streams": lag_summary(series, ref)} if any(
+            "lag_s" in s.info for s in series) else None
+        raise e from None
 
 
 # ------------------------------------------------------------------------------ C: write
@@ -151,12 +142,13 @@ def _sources(rec: Recording, series: list[Stream]) -> list[dict]:
 def info_record(rec: Recording, series: list[Stream], ref: Stream, plan: WindowPlan, span: Span,
                 warnings: list[str]) -> dict:
     """The recording's checks (``checks_json`` in the shard, the ``info`` of its run result)."""
-    lag_vals = [abs(s.info["lag_s"]) for s in series if s is not ref and s.info.get("lag_reliable")]
+    lag_vals = [abs(s.info["lag_s"]) for s in series
+                if s is not ref and s.info.get("lag_reliable") and s.info.get("lag_role") != "same clock"]
     return {
         "recording": rec.id, "subject": rec.subject, "reference_stream": ref.name,
         "streams": {s.name: s.info for s in series},
         "span_s": [span.a, span.b], "windows_total": plan.windows_total, "windows_kept": plan.n_kept,
-        "rejected": plan.rejected, "max_abs_lag_ms": 1000 * max(lag_vals) if lag_vals else 0.0,
+        "rejected": plan.rejected, "max_abs_lag_ms": 1000 * max(lag_vals) if lag_vals else None,
         "sync_ok": (False if any(s.info.get("in_sync_ok") is False for s in series) else
                     None if any(s.info.get("in_sync_ok") is None for s in series) else True),
         "rate_ok": all(s.info["rate_ok"] for s in series), "warnings": warnings,
@@ -203,6 +195,9 @@ def write_shard(path: Path, rec: Recording, cfg: PreprocessConfig, series: list[
             laps(f"write_{s.name}_s")
         # the lag is reported for every recording; in meta mode the video envelope is complete only now
         if cfg.align != "estimate":
+            for s in series:
+                s.finish_envelope()
+            laps("write_video_tail_s")
             estimate_lags(series, ref, cfg, False, warnings)
             laps("lag_s")
         for s in series:
@@ -237,7 +232,7 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
         laps("read_s")
         # the lag is always estimated and reported; with --align estimate it is applied before windowing
         ref = align_streams(series, cfg, scratch_dir, warnings)
-        span = check_coverage(rec, series, cfg, warnings)
+        span = _coverage(rec, series, ref, cfg, warnings)
         if cfg.streams is None:  # with a subset of streams the recording may extend beyond them
             check_segments_inside(rec, segs, span.u1)
         plan = gate_windows(rec, segs, series, span, cfg)

@@ -1,7 +1,7 @@
 """Audio streams: decoded in chunks, resampled to ``--audio-sr`` (soxr) into a scratch file; the
 shard stores the log-mel frames of the kept windows (and, with ``--audio-waveform``, the waveform).
 
-The activity envelope is the RMS energy over ``ENV_RATE_HZ`` hops, collected while reading.
+The activity envelopes (RMS energy over ``ENV_RATE_HZ`` hops and its onsets) are collected while reading.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.core.errors import RecordingError
-from pipelines.ingest.align import ENV_RATE_HZ, Envelope
+from pipelines.ingest.sync.envelopes import ENV_RATE_HZ, Envelope, audio_envelopes
 from pipelines.ingest.config import PreprocessConfig
 from pipelines.ingest.features import logmel
 from pipelines.ingest.raw import Recording, StreamSpec
@@ -77,13 +77,14 @@ class AudioStream(Stream):
                 out.emit(rs.resample_chunk(x) if rs is not None else x)
             if rs is not None:
                 out.emit(rs.resample_chunk(np.zeros(0, np.float32), last=True))
-        info = {"kind": "audio", "file": spec.file, **rate_check(spec.declared_rate_hz, float(sr_in), cfg.rate_tol),
+        info = {"kind": "audio", "file": spec.file, "envelopes": ["rms", "onset"], **rate_check(spec.declared_rate_hz, float(sr_in), cfg.rate_tol),
                 "samples": int(n_in), "reader": audio_reader_name(spec),
                 "resample_method": ("none: rate matches" if sr_in == cfg.audio_sr else
                                     f"soxr HQ streaming resampler {sr_in} -> {cfg.audio_sr} Hz (anti-aliased)")}
         env = Envelope(float(t0) + 0.5 * hop / cfg.audio_sr, ENV_RATE_HZ, out.envelope())
         return cls(name=spec.name, file=spec.file, rate_hz=float(cfg.audio_sr), t0_s=float(t0), n=out.n,
-                   offset_s=spec.clock_offset_s, envelope=env, info=info, scratch=path, dtype="float32")
+                   offset_s=spec.clock_offset_s, envelopes=audio_envelopes(env), info=info, scratch=path,
+                   dtype="float32", clock=spec.clock)
 
     @classmethod
     def probe_end_s(cls, spec: StreamSpec, rec_id: str) -> float | None:

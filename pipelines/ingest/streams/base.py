@@ -7,6 +7,8 @@ registered in ``pipelines.ingest.streams.KINDS``. The per-recording pipeline
 1. ``read``: open the file, put the stream on a uniform grid, collect its activity envelope and its
    info record (rate check, gap statistics, how it is resampled);
 2. ``complete_envelope``: only when the lag must be known before windowing (``--align estimate``);
+   ``finish_envelope`` otherwise, after writing (the envelope covers every sample, kept or not);
+   ``apply_drift``: with ``--align estimate``, a clock drift is corrected (IMU: timestamps scaled);
 3. ``cover_rec_s``: the span it covers on the recording clock (coverage check, window span);
 4. ``resample``: onto the window grid, when the kind resamples there (IMU);
 5. ``bad_samples``: the samples a window must not contain (gaps, NaN), per rejection reason;
@@ -24,7 +26,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from pipelines.ingest.align import Envelope
+from pipelines.ingest.sync.envelopes import Envelope
 from pipelines.ingest.config import PreprocessConfig
 from pipelines.ingest.raw import Recording, StreamSpec
 
@@ -44,11 +46,12 @@ class Stream:
     t0_s: float
     n: int
     offset_s: float  # total offset applied: recording time = stream time + offset_s
-    envelope: Envelope
+    envelopes: list[Envelope]  # activity envelopes for the lag estimate (pipelines.ingest.sync)
     info: dict
     scratch: Path | None = None  # samples in a raw scratch file (video: uint8 [n,H,W,3]; audio: float32 [n])
     frame_shape: tuple = ()
     dtype: str = "float32"
+    clock: str = ""  # the clock that timestamps it (meta.json "clock"; default one per file)
 
     # ------------------------------------------------------------------ reading and checking
     @classmethod
@@ -65,6 +68,20 @@ class Stream:
     def complete_envelope(self, scratch_dir: Path) -> None:
         """Make the envelope complete before windowing (the lag is applied): nothing to do unless
         the kind collects it while writing."""
+
+    def finish_envelope(self) -> None:
+        """After writing (``--align meta``): complete the envelope over the samples no kept window
+        holds, so the lag estimate does not depend on windowing."""
+
+    def apply_drift(self, drift: float, t_ref_rec_s: float) -> bool:
+        """Correct a clock running ``1 + drift`` times too fast around recording time ``t_ref_rec_s``
+        (the offset is applied separately); False when the kind cannot (its grid is fixed)."""
+        return False
+
+    @property
+    def label(self) -> str:
+        """How messages name it: the stream and its file (``audio in video.mp4``)."""
+        return f"{self.name} in {self.file}"
 
     @property
     def start_rec_s(self) -> float:

@@ -1,7 +1,9 @@
 """IMU streams: a CSV read whole (float32 channels), resampled onto the window grid at ``--imu-hz``
 (anti-aliased polyphase) once the window span is known, so window indices are exact.
 
-The shard also stores per-channel sums and moments of the stored samples (normalisation).
+The shard also stores per-channel sums and moments of the stored samples (normalisation). The lag
+envelopes follow the channels' roles (accelerometer, gyroscope: ``pipelines.ingest.sync.envelopes``);
+a clock drift is corrected by scaling the timestamps (``apply_drift``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.core.timeutil import sample_index
-from pipelines.ingest.align import imu_envelope
 from pipelines.ingest.config import PreprocessConfig
 from pipelines.ingest.raw import Recording, StreamSpec
 from pipelines.ingest.readers import ImuTable, read_imu_csv
 from pipelines.ingest.resample import GAP_FACTOR, ResampleResult, measured_rate, resample_irregular
 from pipelines.ingest.streams.base import Stream, gap_stats, rate_check
+from pipelines.ingest.sync.envelopes import channel_roles, imu_envelopes
 from pipelines.core.io import to_json
 
 
@@ -44,9 +46,14 @@ class ImuStream(Stream):
                 **rate_check(spec.declared_rate_hz, rate_meas, cfg.rate_tol), **gap_stats(tab.t, gap_s),
                 "nan_samples": nan_rows}
         k = max(1, int(round(rate_meas / cfg.imu_hz))) if math.isfinite(rate_meas) else 1
+        envs, warn = imu_envelopes(tab.t, tab.x, tab.channels, spec.units, spec.roles)
+        roles = channel_roles(tab.channels, spec.units, spec.roles)
+        info["channel_roles"] = roles
+        info["envelopes"] = [e.name for e in envs]
+        info["envelope_warning"] = warn
         return cls(name=spec.name, file=spec.file, rate_hz=float(cfg.imu_hz), t0_s=float(tab.t[0]),
-                   n=0, offset_s=spec.clock_offset_s, envelope=imu_envelope(tab.t, tab.x, tab.channels), info=info,
-                   imu=tab, edge_s=(10.0 / cfg.imu_hz if k > 1 else 0.0))
+                   n=0, offset_s=spec.clock_offset_s, envelopes=envs, info=info,
+                   imu=tab, edge_s=(10.0 / cfg.imu_hz if k > 1 else 0.0), clock=spec.clock)
 
     @classmethod
     def probe_end_s(cls, spec: StreamSpec, rec_id: str) -> float | None:
@@ -57,6 +64,13 @@ class ImuStream(Stream):
     def cover_rec_s(self) -> tuple[float, float]:
         """The span of the timestamps, less the filter's reach at each end, on the recording clock."""
         return (float(self.imu.t[0]) + self.edge_s + self.offset_s, float(self.imu.t[-1]) - self.edge_s + self.offset_s)
+
+    def apply_drift(self, drift: float, t_ref_rec_s: float) -> bool:
+        """Scale the timestamps: recording time ``u`` becomes ``u - drift * (u - t_ref_rec_s)``."""
+        t = self.imu.t
+        self.imu.t = t - drift * (t + self.offset_s - t_ref_rec_s)
+        self.t0_s = float(self.imu.t[0])
+        return True
 
     def resample(self, a: float, b: float, cfg: PreprocessConfig) -> None:
         """Resample onto the window grid (origin ``a``, through ``b``) so window indices are exact."""

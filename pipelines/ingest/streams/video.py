@@ -2,7 +2,9 @@
 
 Reading opens the file and reads its timestamps only; frames are decoded once, while they are
 written to the shard (or into a scratch file first when the lag must be known before windowing).
-The activity envelope is the frame-difference energy, collected on the way.
+The activity envelope (``motion``: frame-difference energy) is collected on the way, for every grid
+frame: frames no kept window holds are decoded for it too (between and after the kept runs), so
+the lag estimate does not depend on windowing.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import numpy as np
 
 from pipelines.core.errors import RecordingError
 from pipelines.core.timeutil import EPS_S
-from pipelines.ingest.align import Envelope
 from pipelines.ingest.config import PreprocessConfig
 from pipelines.ingest.raw import Recording, StreamSpec
 from pipelines.ingest.readers import VideoSource
 from pipelines.ingest.resample import GAP_FACTOR, measured_rate, select_frames
 from pipelines.ingest.streams.base import Stream, gap_stats, rate_check, run_samples
+from pipelines.ingest.sync.envelopes import Envelope
 
 VIDEO_CHUNK = 256  # frames decoded per decoder call (about 10 MB at 112x112)
 
@@ -42,6 +44,15 @@ class VideoFrames:
     def span(self, a: int, b: int) -> np.ndarray:
         if a < self.done:
             raise RuntimeError(f"VideoFrames.span went backwards ({a} < {self.done})")
+        self.scan(a)
+        return self._decode(a, b)
+
+    def scan(self, b: int) -> None:
+        """Decode grid frames ``[done, b)`` for the envelope only (frames no kept window holds)."""
+        for c in range(self.done, min(b, len(self.idx)), VIDEO_CHUNK):
+            self._decode(c, min(b, c + VIDEO_CHUNK))
+
+    def _decode(self, a: int, b: int) -> np.ndarray:
         need = self.idx[a:b]
         uniq = np.unique(need)
         frames = self.src.get(uniq)
@@ -54,6 +65,10 @@ class VideoFrames:
         d[1:] = np.abs(np.diff(small, axis=0)).mean(axis=(1, 2))
         if self._prev is not None and self._prev[0] == a - 1:
             d[0] = np.abs(small[0] - self._prev[1]).mean()
+        # a grid frame that holds the previous source frame (grid faster than the video) shows no
+        # motion that happened: unknown there (filled from its neighbours when correlated)
+        rep = np.r_[a > 0 and self.idx[a] == self.idx[a - 1], need[1:] == need[:-1]]
+        d[rep] = np.nan
         self.env[a:b] = d
         self._prev = (b - 1, small[-1])
         self.done = b
@@ -93,10 +108,11 @@ class VideoStream(Stream):
                                     + ("; rate matches" if abs(rate_meas - cfg.fps) < 0.01 * cfg.fps else "")),
                 "decoder": "decord"}
         # a frame difference measures motion between two grid frames: centre it half a period earlier
-        env = Envelope(float(ft[0]) - 0.5 / cfg.fps, cfg.fps, frames.env)
+        env = Envelope(float(ft[0]) - 0.5 / cfg.fps, cfg.fps, frames.env, "motion")
+        info["envelopes"] = ["motion"]
         return cls(name=spec.name, file=spec.file, rate_hz=cfg.fps, t0_s=float(ft[0]), n=k,
-                   offset_s=spec.clock_offset_s, envelope=env, info=info,
-                   frame_shape=(h, w, 3), dtype="uint8", valid=valid, frames=frames)
+                   offset_s=spec.clock_offset_s, envelopes=[env], info=info,
+                   frame_shape=(h, w, 3), dtype="uint8", valid=valid, frames=frames, clock=spec.clock)
 
     @classmethod
     def probe_end_s(cls, spec: StreamSpec, rec_id: str) -> float | None:
@@ -109,6 +125,29 @@ class VideoStream(Stream):
         with open(self.scratch, "wb") as f:
             for a in range(0, self.n, VIDEO_CHUNK):
                 self.frames.span(a, min(self.n, a + VIDEO_CHUNK)).tofile(f)
+        self._retime()
+
+    def finish_envelope(self) -> None:
+        """Decode the grid frames after the last kept window, for the envelope only."""
+        if self.scratch is None:
+            self.frames.scan(self.n)
+        self._retime()
+
+    def _retime(self) -> None:
+        """Put each frame difference at the midpoint of its two source frames' timestamps (a grid
+        frame may hold a source frame shown up to one grid period earlier), on the uniform grid."""
+        f = self.frames
+        ft = f.src.t
+        k = np.arange(1, len(f.idx))
+        ok = np.isfinite(f.env[1:])
+        if ok.sum() < 2:
+            return
+        t_mid = 0.5 * (ft[f.idx[k - 1]] + ft[f.idx[k]])[ok]
+        grid = self.t0_s + np.arange(len(f.idx)) / self.rate_hz
+        v = np.interp(grid, t_mid, f.env[1:][ok], left=np.nan, right=np.nan)
+        gap = ~self.valid  # no source frame close enough: unknown
+        v[gap] = np.nan
+        self.envelopes = [Envelope(self.t0_s, self.rate_hz, v, "motion")]
 
     def bad_samples(self) -> list[tuple[np.ndarray, str]]:
         return [(~self.valid, "gap")]
