@@ -89,8 +89,9 @@ EXPERIMENT_RUN_OPTIONS = [
     argument("spec", Optional[Path], default=None, help="SPEC.toml: the grid (every setting below; its 'train' "
              "table holds training settings such as epochs). Options given on the command line override it."),
     option("quick", "--quick", help="The reduced grid on the bundled sample_data/ (video->imu; D-CAT lambda 0.1/1/10 x "
-           "MCMA on/off, logit KD, feature KD, no transfer; in distribution and 5 subject folds out of distribution; "
-           "seeds 0,1; imu shifted +-0.5/+-1 s; 12 epochs, 4 video frames per window)."),
+           "MCMA on/off, logit KD, feature KD, the classical reference (features-rf), no transfer and its null "
+           "(second seed); 3 time-block folds in distribution and 5 subject folds out of distribution; seed 0; imu "
+           "shifted +-1 s; 12 epochs, 4 video frames per window)."),
     option("epochs", "--epochs", typ=Optional[int], default=None,
            help="Most epochs per run (default 20; --quick 12): sets [train] epochs."),
     option("d", "--d", typ=Optional[int], default=None, help="Attention width of every model (default 64): sets [train] d."),
@@ -104,11 +105,13 @@ EXPERIMENT_RUN_OPTIONS = [
 experiment_cmd = config_command(ExperimentConfig, _experiment_body, extra=EXPERIMENT_RUN_OPTIONS, first=2,
                                 unset_none=True, name="experiment_cmd", doc="""\
 Run the paper's study as one resumable grid: source->target pairs x D-CAT lambdas x MCMA on/off,
-the baselines, in and out of distribution, several seeds, and the misalignment study.
+the baselines, the classical reference and the null (the baseline with a second seed), in and out of
+distribution over folds (each fold one test set), several seeds, and the misalignment study.
 
-Writes results.csv (one row per run), results.md (mean +- std over seeds and folds, the paired
-difference to the uni-modal baseline with a 95% CI, sync robustness, overfitting) and plots/.
-Run it again to resume: finished cells are skipped.
+Writes results.csv (one row per run), results.md (the headline: D-CAT with lambda and MCMA chosen
+on validation; per model the paired difference to the uni-modal baseline with a 95% CI over test
+sets, keep rates, identical runs marked; sync robustness; overfitting against an independent
+baseline) and plots/ (paired differences). Run it again to resume: finished cells are skipped.
 
 Examples: `dcat experiment --quick`; `dcat experiment spec.toml --jobs 2`;
 `dcat experiment --data shards --pairs 'video->imu,audio->imu' --seeds 0,1,2 --out experiments/a`.

@@ -141,7 +141,7 @@ def evaluate_cmd(
     split: Annotated[str, typer.Option("--split", help="Part of the run's split: test, val, train, or 'all' (every window of --data).")] = "test",
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="Checkpoint file in the run folder.")] = "best.pt",
     device: Annotated[str, typer.Option("--device")] = "auto",
-    threads: Annotated[int, typer.Option("--threads", help="CPU threads for torch (0: auto, one per idle core).")] = 0,
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads for torch (default 1: the same numbers on any machine and load; 0: one per idle core).")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
     """Macro-F1 (the paper's metric), accuracy, per-class precision/recall/F1 and the confusion matrix.
@@ -186,7 +186,7 @@ def predict_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="Checkpoint file in the run folder.")] = "best.pt",
     device: Annotated[str, typer.Option("--device")] = "auto",
-    threads: Annotated[int, typer.Option("--threads", help="CPU threads for torch (0: auto, one per idle core).")] = 0,
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads for torch (default 1: the same numbers on any machine and load; 0: one per idle core).")] = 1,
 ) -> None:
     """Per-window predictions from the model's stream alone (no source sensor needed).
 

@@ -148,6 +148,40 @@ def test_estimate_stats_matches_numpy(shard_dir):
     assert np.allclose(mean, a.mean(0)) and np.allclose(std, a.std(0))
 
 
+def test_manifest_standardization_uses_the_training_part_only(shard_dir):
+    """--standardize manifest: the stored sums of the training recordings (out of distribution with
+    validation subjects), never the manifest's statistics over every shard; refused in distribution."""
+    from pipelines.core.errors import TrainingError
+    from pipelines.learn.data import manifest_stats
+    from pipelines.learn.splits import SplitConfig, apply_split, make_split
+    from pipelines.learn.stream_model import set_input_stats
+    from pipelines.learn.models import ModelConfig, build_model
+
+    ss = ShardSet(shard_dir, ["imu"])
+    ids = apply_split(ss, make_split(ss, SplitConfig(split="ood", test_subjects=["s03"], val_frac=0.5)))
+    train_subjects = sorted(set(ss.subject_of(ids["train"])))
+    assert len(train_subjects) == 1 and "s03" not in train_subjects
+    mean, std = manifest_stats(ss, ids["train"], "imu")
+    stored = []
+    for r in ss.recordings:
+        if r.subject in train_subjects:
+            with h5py.File(r.path, "r") as f:
+                stored.append(f["streams/imu/data"][()].astype(np.float64))  # every stored sample once
+    a = np.concatenate(stored)
+    assert np.allclose(mean, a.mean(0)) and np.allclose(std, a.std(0))
+    # the fake subjects differ by a constant offset: the manifest's all-subject mean is another number
+    assert not np.allclose(mean, ss.stream_info["imu"]["mean"], atol=0.05)
+    model = build_model(ModelConfig(kind="imu", in_shape=[20, 6], n_classes=3, d=8, heads=2, depth=1, dropout=0.0))
+    assert set_input_stats(model, ss, "imu", ids["train"], "manifest", 0).startswith("manifest")
+    assert np.allclose(model.norm_in.in_mean.numpy(), mean, atol=1e-6)
+    idx = apply_split(ss, make_split(ss, SplitConfig(split="id", block_s=4.0)))
+    with pytest.raises(TrainingError, match="--standardize manifest.*also hold windows outside it.*--standardize train"):
+        set_input_stats(model, ss, "imu", idx["train"], "manifest", 0)
+    tv = apply_split(ss, make_split(ss, SplitConfig(split="ood", test_subjects=["s03"], ood_val="time", block_s=4.0)))
+    with pytest.raises(TrainingError, match="--ood-val subjects"):
+        manifest_stats(ss, tv["train"], "imu")
+
+
 def test_windows_are_read_across_stored_runs(shard_dir):
     ss = ShardSet(shard_dir, ["imu"])
     rec = ss.recordings[0]

@@ -12,8 +12,9 @@ import torch
 
 from _fake_shards import write_fake_shards
 from pipelines.learn.data import ShardSet
-from pipelines.learn.misalign import (MisalignError, ShiftedReader, parse_misalign, run_ids, shifted_batches,
-                                shifted_starts, source_offsets)
+from pipelines.learn.misalign import (MisalignError, ShiftedReader, covered, parse_misalign, run_ids,
+                                      shifted_batches, shifted_starts, source_offsets)
+from pipelines.learn.splits import SplitConfig, apply_split, make_split
 from pipelines.shards.reader import WindowReader
 from pipelines.core.errors import TrainingError
 from pipelines.learn.config import TrainConfig, TransferConfig
@@ -28,7 +29,8 @@ def test_parse_and_offsets():
     for bad in ("imu", "imu=x", "=0.5", "imu=nan"):
         with pytest.raises(MisalignError):
             parse_misalign(bad)
-    # imu late by 0.5 s: the imu window [t, t+L) pairs with the video window 0.5 s earlier
+    # imu late by 0.5 s: the imu window [t, t+L) pairs with the video window [t+0.5, t+0.5+L)
+    # (read 0.5 s later; test_the_sign_of_a_shift pins it on the samples)
     assert source_offsets({"imu": 0.5}, "imu", ["video"]) == {"video": 0.5}
     assert source_offsets({"video": 0.5}, "imu", ["video", "audio"]) == {"video": -0.5, "audio": 0.0}
 
@@ -82,6 +84,88 @@ def test_a_shift_by_one_stride_reads_the_next_window(fake):
         vref = vplain.read(0, n, frames=[0, 3, 5])
         for i in np.flatnonzero(vvalid):
             assert np.array_equal(vx[i], vref[i - 1]), i
+
+
+def test_the_sign_of_a_shift(fake):
+    """--misalign imu=+0.5 with target imu pairs the imu window [t, t+2) with the video samples of
+    [t+0.5, t+2.5) (and imu=-0.5 with [t-0.5, t+1.5)), as the docs say: the sample stored for time
+    t + 0.5 is ``window_start[i] + 0.5 x rate`` (schemas/shard.md)."""
+    ss = ShardSet(fake, ["video"])
+    rid0 = ss.ids_of_recording(0)
+    with h5py.File(ss.recordings[0].path, "r") as f:
+        frames = f["streams/video/frames"][()]
+        ws = f["streams/video/window_start"][()]
+        rate = float(f["streams/video"].attrs["rate_hz"])
+        start_s = f["windows/start_s"][()]
+    assert rate == 4.0 and start_s[3] == 3.0
+    for spec, sign in (("imu=0.5", 1), ("imu=-0.5", -1), ("video=-0.5", 1)):
+        off = source_offsets(parse_misalign(spec), "imu", ["video"])["video"]
+        assert off == sign * 0.5
+        got = {}
+        for b in shifted_batches(ss, rid0, "video", off, batch_size=64):
+            for k, pos in enumerate(b["idx"].tolist()):
+                if b["valid"][k]:
+                    got[pos] = b["video"][k].numpy()
+        assert 3 in got  # window 3, [3, 5): paired with video [3.5, 5.5) (or [2.5, 4.5))
+        a0 = ws[3] + sign * 2  # 0.5 s at 4 frames/s
+        assert np.array_equal(got[3], frames[a0:a0 + 8])
+        assert not np.array_equal(got[3], frames[ws[3] - sign * 2:ws[3] - sign * 2 + 8])
+
+
+@pytest.mark.parametrize("kfold", [False, True])
+def test_shifted_reads_never_cross_a_split_border(fake, kfold):
+    """Property over every training window of the fake shards at +-0.5 and +-1 s: a shifted read
+    used for the transfer term (valid) lies inside the training part's time, so it never overlaps,
+    nor comes within the guard of, a validation or test window; without the border mask some do."""
+    ss = ShardSet(fake, ["imu", "video"])
+    cfg = SplitConfig(split="id", block_s=4.0, **({"fold": 1, "folds": 3} if kfold else {}))
+    split = make_split(ss, cfg)
+    ids = apply_split(ss, split)
+    tr, other = ids["train"], np.concatenate([ids["val"], ids["test"]])
+    crossing_unmasked = 0
+    for stream in ("imu", "video"):
+        for off in (-1.0, -0.5, 0.5, 1.0):
+            n_valid = 0
+            for masked, within in ((True, None), (False, np.arange(len(ss)))):
+                for b in shifted_batches(ss, tr, stream, off, batch_size=32, within=within):
+                    g = tr[b["idx"].numpy()[b["valid"].numpy()]]
+                    for s0, e0, r in zip(ss.start_s[g] + off, ss.end_s[g] + off, ss.rec[g]):
+                        o = other[ss.rec[other] == r]
+                        near = (ss.start_s[o] < e0 + cfg.guard_s - 1e-9) & (s0 < ss.end_s[o] + cfg.guard_s - 1e-9)
+                        if masked:
+                            n_valid += 1
+                            assert not near.any(), (stream, off, r, s0)
+                            iv = split["recordings"][ss.recordings[int(r)].recording_id]["train"]
+                            assert any(a - 1e-9 <= s0 and e0 <= b_ + 1e-9 for a, b_ in iv)
+                        else:
+                            crossing_unmasked += int(near.any())
+            assert n_valid > len(tr) // 3  # most windows keep their transfer term
+    assert crossing_unmasked > 0
+
+
+def test_the_mask_does_not_depend_on_a_share_of_the_ids(fake):
+    """Under torchrun each rank caches a share of the training windows: with ``within`` = the whole
+    training part the mask of a window is the same as in one process."""
+    ss = ShardSet(fake, ["imu"])
+    tr = apply_split(ss, make_split(ss, SplitConfig(split="id", block_s=4.0)))["train"]
+
+    def mask(ids):
+        out = {}
+        for b in shifted_batches(ss, ids, "imu", 0.5, within=tr):
+            out.update(zip(ids[b["idx"].numpy()].tolist(), b["valid"].tolist()))
+        return out
+
+    whole = mask(tr)
+    half = {**mask(tr[: len(tr) // 2]), **mask(tr[len(tr) // 2:])}
+    assert whole == half and not all(whole.values())
+
+
+def test_covered_known_values():
+    # spans [0, 2], [1, 3] merge into [0, 3]; [5, 7] apart
+    st, en = np.array([0.0, 1.0, 5.0]), np.array([2.0, 3.0, 7.0])
+    got = covered(np.array([0.5, 1.0, 2.5, 4.9, 5.0, 5.5]), np.array([2.5, 3.0, 3.5, 6.9, 7.0, 7.5]), st, en)
+    assert got.tolist() == [True, True, False, False, True, False]
+    assert covered(np.array([0.0]), np.array([1.0]), np.zeros(0), np.zeros(0)).tolist() == [False]
 
 
 def test_shifted_batches_cover_ids_in_any_order(fake):

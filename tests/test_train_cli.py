@@ -81,12 +81,12 @@ def test_cli_on_real_preprocessed_shards_and_a_raw_recording(tiny_raw, tiny_shar
     preprocessed on the fly with the checkpoint's settings and the IMU stream only."""
     shards, _ = tiny_shards
     monkeypatch.chdir(tmp_path)
-    split = ["--split", "ood", "--test-subjects", "s02", "--block-s", "2"]
+    split = ["--split", "ood", "--test-subjects", "s02", "--block-s", "2", "--ood-val", "time"]  # one training subject
     common = ["--data", str(shards), "--d", "16", "--quiet", *TINY]
     _ok(runner.invoke(app, ["pretrain", "--modality", "video", *split, *common]))
     _ok(runner.invoke(app, ["pretrain", "--modality", "imu", *split, *common]))
     res = _ok(runner.invoke(app, ["transfer", "--src", "video", "--tgt", "imu", *split, "--data", str(shards),
-                                  "--quiet", "--json", *TINY]))
+                                  "--mcma-correctness", "insample", "--quiet", "--json", *TINY]))  # 2 blocks: no 5 folds
     t = json.loads(res.stdout)
     assert t["run_dir"] == "runs/video-to-imu-ood-s02" and t["source_checkpoint"] == "runs/video-ood-s02/best.pt"
     rep = json.loads(_ok(runner.invoke(app, ["evaluate", t["run_dir"], "--json", "--threads", "1"])).stdout)
@@ -100,4 +100,5 @@ def test_cli_on_real_preprocessed_shards_and_a_raw_recording(tiny_raw, tiny_shar
     assert len(common_windows) == len(from_shard) == 7
     for r in common_windows:
         assert by_start[r["start_s"]]["pred"] == r["pred"]
+        assert r["label"] and by_start[r["start_s"]]["label"] == r["label"]  # labelled from labels.csv
         assert by_start[r["start_s"]]["prob"] == pytest.approx(r["prob"], abs=1e-4)

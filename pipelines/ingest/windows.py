@@ -4,8 +4,17 @@ Coverage: every stream's span on the recording clock; a stream that starts late 
 beyond ``--coverage-tol`` fails the recording or is cropped (``--short-streams``). Windows: a grid
 of starts ``--stride`` apart with its origin at the start of the span all streams cover; windows
 inside that span pass the gate unless a stream lacks samples for them (length), holds a gap, NaN
-or uncovered sample in them, or their majority label is not pure enough. Every rejection is
-counted under one reason (``REJECT_REASONS``, the first that applies).
+or uncovered sample in them, or their majority label is not pure enough. Every window of the grid
+over the recording is counted: kept, or rejected under one reason (``REJECT_REASONS``, the first
+that applies; windows outside the common span count as ``coverage``).
+
+A stream's reported end (``Stream.cover_rec_s``) is either one sample period past its last sample
+(kinds on their own grid: ``start + n / rate``) or the time of its last usable sample (the IMU: the
+last output sample its anti-alias filter fully sees). The span therefore reaches one sample period
+of each stream past its reported end (:func:`span_end`); the gate checks each stream's samples
+exactly, so a window that reaches past a stream's last sample is rejected (``length`` /
+``coverage``), never silently left out. (Without this, a 50 Hz IMU recording whose last sample is
+at 45.98 s lost the window [44, 46) although all of its 100 samples exist, and no reason counted it.)
 """
 
 from __future__ import annotations
@@ -55,11 +64,18 @@ def check_coverage(rec: Recording, series: list[Stream], cfg: PreprocessConfig, 
                                  "every stream covers")
         warnings.append(f"{s.file}: {msg} (cropped)")
     a, b = max(starts.values()), min(ends.values())
-    if b - a < cfg.window_s - EPS_S:
+    if span_end(series, b) - a < cfg.window_s - EPS_S:
         raise RecordingError(rec.id, None, f"the streams overlap for {max(0.0, b - a):.2f} s, less than one "
                              f"{cfg.window_s:g} s window (spans: "
                              + ", ".join(f"{k} {starts[k]:.2f}-{ends[k]:.2f}" for k in starts) + ")")
-    return Span(u0, u1, a, b)
+    return Span(u0, u1, a, span_end(series, b))
+
+
+def span_end(series: list[Stream], b: float) -> float:
+    """The end of the common span: each stream's reported end plus one of its sample periods (an end
+    given as the last sample's time becomes the end of that sample's period), the smallest of them,
+    at least ``b`` (the smallest reported end)."""
+    return max(b, min(s.cover_rec_s[1] + 1.0 / s.rate_hz for s in series))
 
 
 def label_windows(starts: np.ndarray, w: float, rec: Recording,
@@ -105,7 +121,7 @@ def window_starts(span: Span, cfg: PreprocessConfig) -> tuple[np.ndarray, int]:
     w, st = cfg.window_s, cfg.stride_s
     u0, u1, a, b = span
     j_lo = -int(math.floor((a - u0) / st + EPS_S))
-    j_hi = int(math.floor((u1 - w - a) / st + EPS_S))
+    j_hi = int(math.floor((max(u1, b) - w - a) / st + EPS_S))
     cand = a + np.arange(j_lo, j_hi + 1) * st
     inside = (cand >= a - EPS_S) & (cand + w <= b + EPS_S)
     return cand[inside], int((~inside).sum())

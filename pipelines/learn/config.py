@@ -21,9 +21,17 @@ METHODS = ("dcat", "logit-kd", "feature-kd", "none")
 #: the name of each method's transfer term in the loss terms and metrics.jsonl (``train_<term>``)
 METHOD_TERMS = {"dcat": "ca", "logit-kd": "kd", "feature-kd": "fkd", "none": None}
 DEFAULT_TEMPERATURE = 4.0
+#: folds K of a source's cross-fitting for out-of-fold MCMA correctness (pipelines.learn.crossfit)
+DEFAULT_OOF_FOLDS = 5
 
-SPLIT_HELP = ("`id`: same subjects in train/val/test, split by time blocks (`--block-s`) with overlapping windows "
-              "dropped at the borders; `ood`: leave subjects out (`--test-subjects` or `--fold`/`--folds`)")
+SPLIT_HELP = ("`id`: same subjects in train/val/test, split by time blocks (`--block-s`) with windows near a block of "
+              "another part dropped (`--guard-s`); with `--fold`/`--folds` a blocked K-fold (each block tested in one "
+              "fold); `ood`: leave subjects out (`--test-subjects` or `--fold`/`--folds`), validation on held-out "
+              "training subjects (`--ood-val`)")
+#: default gap between windows of different parts: the IMU anti-alias filter and the log-mel frames
+#: reach ~0.2 s past a window's edges, so touching windows of two parts share input samples
+DEFAULT_GUARD_S = 0.25
+OOD_VAL = ("subjects", "time")
 METHOD_HELP = ("what the target learns from the frozen source(s): `dcat` (CE + lambda * D-CAT alignment of K^T V), "
                "`logit-kd` (CE + lambda * T^2 * KL(source softmax(z/T) // target softmax(z/T))), `feature-kd` "
                "(CE + lambda * MSE(P(target pooled embedding), source pooled embedding), P a learned linear "
@@ -32,7 +40,7 @@ METHOD_HELP = ("what the target learns from the frozen source(s): `dcat` (CE + l
                "method's term per source")
 NORM_HELP = ("normalisation of K^T V before the Frobenius distance: `fro` (divide by its Frobenius norm; length- "
              "and scale-invariant, the distance is in [0, 2], on the scale of the cross-entropy, so --lambda 0.1-1 "
-             "works for any --d; it measured best on the sample data), `seqlen` (divide by the token count: keeps "
+             "works for any --d; a design choice for that reason, not a measured winner), `seqlen` (divide by the token count: keeps "
              "the scale, so the distance grows with d; use a 10-100x smaller --lambda), `none` (raw; grows with "
              "the sequence lengths)")
 
@@ -46,15 +54,21 @@ class SplitConfig:
     val_frac: float = 0.15
     test_frac: float = 0.2
     block_s: float = 10.0
-    guard_s: float = 0.0
+    guard_s: float = DEFAULT_GUARD_S
     test_subjects: list = field(default_factory=list)
     fold: int | None = None
     folds: int | None = None
+    ood_val: str = "subjects"
+
+    def key(self) -> tuple:
+        """Every setting that decides the split (two configs with equal keys make the same split)."""
+        return (self.split, self.seed, sorted(self.test_subjects), self.fold, self.folds, self.val_frac,
+                self.test_frac, self.block_s, self.guard_s, self.ood_val if self.split == "ood" else None)
 
     def tag(self) -> str:
-        """A short name for run folders: ``id``, ``ood-s03+s04``, ``ood-fold1of5``."""
+        """A short name for run folders: ``id``, ``id-fold1of5``, ``ood-s03+s04``, ``ood-fold1of5``."""
         if self.split == "id":
-            return "id"
+            return "id" if self.folds is None else f"id-fold{self.fold}of{self.folds}"
         if self.test_subjects:
             return "ood-" + "+".join(self.test_subjects)
         return f"ood-fold{self.fold}of{self.folds}"
@@ -100,10 +114,12 @@ class TrainConfig:
     """Settings of ``dcat pretrain`` (and the shared part of ``dcat transfer``); each field's help
     is the command line's and the README's.
 
-    The split's seed is ``split_seed`` (default: ``seed``), so several initialisations (``seed``)
-    can share one split (:class:`pipelines.learn.splits.SplitConfig`). Optimisation: AdamW,
-    ``warmup_epochs`` of linear warm-up then cosine decay to 0 at ``epochs``; early stopping after
-    ``patience`` epochs without a better validation macro-F1 (ties broken by validation loss).
+    The split's seed is ``split_seed`` (default: ``seed``; with ``folds``: 0), so several
+    initialisations (``seed``) share one split, and with folds every seed of fold k tests the same
+    blocks / subjects (:class:`pipelines.learn.splits.SplitConfig`). Optimisation: AdamW,
+    ``warmup_epochs`` of linear warm-up then cosine decay to 0 at ``epochs``; the best epoch and early
+    stopping by the validation score of :mod:`pipelines.learn.selection` (``val_smooth``,
+    ``min_epochs``, ``patience``).
     """
 
     data: str = opt("shards", "shards directory (from `dcat preprocess`)")
@@ -112,20 +128,25 @@ class TrainConfig:
     runs: str = opt("runs", "parent folder of runs")
     out: str | None = opt(None, "run folder (default: `<runs>/<modality>-<split>`)")
     split: str | None = opt("id", SPLIT_HELP)
-    seed: int = opt(0, "seed of the split, the initialisation and the data order")
-    split_seed: int | None = opt(None, "seed of the split alone (default: --seed), to train several "
-                                 "initialisations on one split")
-    val_frac: float | None = opt(0.15, "fraction of time blocks (per subject) for validation",
+    seed: int = opt(0, "seed of the initialisation and the data order, and of the split unless --split-seed or "
+                    "--folds is given")
+    split_seed: int | None = opt(None, "seed of the split alone, to train several initialisations on one split "
+                                 "(default: --seed; with --folds: 0, so every --seed of a fold tests the same data)")
+    val_frac: float | None = opt(0.15, "fraction of time blocks (per subject) for validation; OOD with "
+                                 "--ood-val subjects: fraction of the training subjects (at least one)",
                                  experiment=True)
-    test_frac: float | None = opt(0.2, "ID: fraction of time blocks (per subject) for test",
+    test_frac: float | None = opt(0.2, "ID without --folds: fraction of time blocks (per subject) for test",
                                   experiment=True)
     block_s: float | None = opt(10.0, "length of the time blocks the split assigns, seconds",
                                 experiment=True)
-    guard_s: float | None = opt(0.0, "extra gap (s) between windows of different parts",
-                                experiment=True)
+    guard_s: float | None = opt(DEFAULT_GUARD_S, "least gap (s) between windows of different parts (the IMU "
+                                "filter and log-mel frames reach ~0.2 s past a window)", experiment=True)
     test_subjects: list | None = opt(None, "OOD: comma-separated held-out subjects")
-    fold: int | None = opt(None, "OOD: which fold (0-based) of --folds subject groups is the test set")
-    folds: int | None = opt(None, "OOD: number of subject folds")
+    fold: int | None = opt(None, "which fold (0-based) of --folds is the test set (ID: time blocks, OOD: subjects)")
+    folds: int | None = opt(None, "number of folds: ID, blocked K-fold over each subject's time blocks; OOD, "
+                            "subject groups")
+    ood_val: str | None = opt("subjects", "OOD validation: `subjects` (held-out training subjects) or `time` "
+                              "(time blocks of the training subjects)")
     d: int | None = opt(64, "attention width (source and target must share it for D-CAT)",
                         experiment=True)
     heads: int = opt(4, "attention heads", experiment=True)
@@ -134,8 +155,9 @@ class TrainConfig:
                          experiment=True)
     video_frames: int = opt(8, "video frames kept per window, evenly spaced (0: all)",
                             experiment=True)
-    standardize: str = opt("train", "IMU/audio input statistics: from the `train` windows, the `manifest` (IMU), "
-                           "or `none`", experiment=True)
+    standardize: str = opt("train", "IMU/audio input statistics: from the `train` windows (up to 512), `manifest` "
+                           "(IMU: the shards' stored sums over the training recordings, exact; refused when a training "
+                           "recording also holds val/test time, as in distribution), or `none`", experiment=True)
     epochs: int = opt(20, "most epochs (the LR schedule spans them)", experiment=True)
     batch_size: int = opt(32, "windows per step (under torchrun: the global batch)",
                           experiment=True)
@@ -144,12 +166,22 @@ class TrainConfig:
     weight_decay: float = opt(0.05, "AdamW weight decay (weights only, not biases/norms)",
                               experiment=True)
     warmup_epochs: float = opt(1.0, "epochs of linear learning-rate warm-up", experiment=True)
-    patience: int = opt(6, "stop after this many epochs without a better validation macro-F1 (0: never)", experiment=True)
+    patience: int = opt(6, "stop after this many epochs without a better validation score (0: never)", experiment=True)
+    val_smooth: int = opt(3, "the validation score that selects the best epoch and drives --patience: the mean "
+                          "validation macro-F1 of the last K epochs (1: the epoch's own; the former rule is "
+                          "`--val-smooth 1 --min-epochs 0`)", experiment=True)
+    min_epochs: int | None = opt(None, "no epoch before this one (1-based) is selected, and no early stop before "
+                                 "it (default: 3/4 of --epochs, rounded up, where the cosine schedule is below 15% "
+                                 "of the peak LR; 0: from the first)", experiment=True)
     grad_clip: float = opt(1.0, "largest gradient norm (0: no clipping)", experiment=True)
+    oof_folds: int = opt(0, "also compute the out-of-fold correctness MCMA uses (`<run>/oof-correct.npz`: K copies "
+                         "of this model, each trained without one fold of the training time blocks and judged on "
+                         "it); 0: not now (`dcat transfer` computes it when first needed)", experiment=True)
     augment: bool = opt(False, "light augmentation (video flips; IMU/audio gain + noise); in transfer both "
                         "streams, which turns the source cache off", flag="--augment/--no-augment", experiment=True)
     device: str = opt("auto", "`auto` (CUDA with bf16 autocast when present), `cpu`, `cuda`, `cuda:1`")
-    threads: int = opt(0, "CPU threads for torch (0: auto, one per idle core)")
+    threads: int = opt(1, "CPU threads for torch (recorded in config.json); 1: the same numbers on any machine "
+                       "and load; 0: one per idle core (depends on the machine's load)")
     workers: int = opt(-1, "DataLoader worker processes (-1: 0 on a CPU, 4 per process on a GPU)")
     block_mb: float = opt(32.0, "MiB read per block of consecutive windows", experiment=True)
     compile: bool = opt(False, "torch.compile the model (GPU)")
@@ -159,15 +191,21 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.test_subjects, str):
             self.test_subjects = parse_list(self.test_subjects) or None
+        if self.epochs is not None and int(self.epochs) < 1:
+            raise TrainingError(f"--epochs {self.epochs}: train at least 1 epoch")
+        if self.val_smooth is not None and int(self.val_smooth) < 1:
+            raise TrainingError(f"--val-smooth {self.val_smooth}: average at least 1 epoch (1: no smoothing)")
 
     def split_config(self) -> SplitConfig:
         d = SplitConfig()
-        return SplitConfig(split=self.split or d.split, seed=self.seed if self.split_seed is None else self.split_seed,
+        seed = self.split_seed if self.split_seed is not None else (0 if self.folds is not None else self.seed)
+        return SplitConfig(split=self.split or d.split, seed=seed,
                            val_frac=d.val_frac if self.val_frac is None else self.val_frac,
                            test_frac=d.test_frac if self.test_frac is None else self.test_frac,
                            block_s=d.block_s if self.block_s is None else self.block_s,
                            guard_s=d.guard_s if self.guard_s is None else self.guard_s,
-                           test_subjects=list(self.test_subjects or []), fold=self.fold, folds=self.folds)
+                           test_subjects=list(self.test_subjects or []), fold=self.fold, folds=self.folds,
+                           ood_val=self.ood_val or d.ood_val)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -201,27 +239,34 @@ class TransferConfig(TrainConfig):
     temperature: float = opt(DEFAULT_TEMPERATURE, "logit-kd: softmax temperature T (the term is scaled by T^2)")
     mcma: bool = opt(True, "masked cross-modal alignment: count each source's term only on windows that source "
                      "classifies correctly (every method)", flag="--mcma/--no-mcma")
+    mcma_correctness: str = opt("oof", "how MCMA judges a source correct on a training window: `oof` (by the "
+                                "copy of the source that did not train on it: K-fold cross-fitting over the "
+                                "source's training part, computed once per source run and cached there), "
+                                "`insample` (by the source itself, which trained on it: keeps nearly every window)")
+    oof_folds: int = opt(DEFAULT_OOF_FOLDS, "folds K of the source's cross-fitting for `--mcma-correctness oof` (K extra "
+                         "trainings of the source, once per source run)", experiment=True)
     norm: str = opt(DEFAULT_NORM, NORM_HELP, experiment=True)
     tgt_init: str | None = opt(None, "start the target from this checkpoint (default: from scratch)")
     cache: str = opt("auto", "cache what the method needs of each frozen source per window (K^T V, logits or "
                      "pooled embedding, and correctness): `auto` (unless --augment), `on`, `off`")
     misalign: str | None = opt(None, "synchronization-robustness study: STREAM=SECONDS pairs the streams as if "
-                               "that stream were late by that much when training (imu=0.5: each imu window is "
-                               "aligned with the source's window 0.5 s earlier; negative: early); windows whose "
-                               "shifted partner does not exist are masked from the transfer term; needs the "
-                               "source cache")
+                               "that stream were late by that much when training (imu=0.5: the imu window [t, t+2) "
+                               "is aligned with the source's window [t+0.5, t+2.5), read 0.5 s later; negative: "
+                               "earlier); windows whose shifted partner leaves its stored run or the training "
+                               "part's time are masked from the transfer term; needs the source cache")
     modality: str = opt("imu", "the target stream (set from --tgt)", cli=False)
     out: str | None = opt(None, "run folder (default: `<runs>/<src>-to-<tgt>-<split>`, "
                           "`<runs>/<src>-to-<tgt>-<method>-<split>` for the baselines, sources joined with `+`)")
     split: str | None = opt(None, "default: the source run's split. " + SPLIT_HELP)
-    seed: int = opt(0, "seed of the initialisation and data order (and of the split when split options are "
-                    "given)")
+    seed: int = opt(0, "seed of the initialisation and data order (and of the split when split options without "
+                    "--split-seed/--folds are given)")
     val_frac: float | None = opt(None, "fraction of time blocks for validation; " + _EXPLICIT + ", else 0.15", experiment=True)
     test_frac: float | None = opt(None, "ID: fraction of time blocks for test; " + _EXPLICIT + ", else 0.2", experiment=True)
     block_s: float | None = opt(None, "time block length, seconds; " + _EXPLICIT + ", else 10",
                                 experiment=True)
-    guard_s: float | None = opt(None, "extra gap (s) between parts; " + _EXPLICIT + ", else 0",
+    guard_s: float | None = opt(None, "least gap (s) between parts; " + _EXPLICIT + f", else {DEFAULT_GUARD_S:g}",
                                 experiment=True)
+    ood_val: str | None = opt(None, "OOD validation, `subjects` or `time`; " + _EXPLICIT + ", else subjects")
     d: int | None = opt(None, "attention width of the target (default: the sources'; D-CAT needs it equal)", experiment=True)
 
     def __post_init__(self):
@@ -255,7 +300,8 @@ class TransferConfig(TrainConfig):
 
     def explicit_split(self) -> bool:
         return any(v not in (None, [], ()) for v in (self.split, self.split_seed, self.val_frac, self.test_frac, self.block_s,
-                                                     self.guard_s, self.test_subjects, self.fold, self.folds))
+                                                     self.guard_s, self.test_subjects, self.fold, self.folds,
+                                                     self.ood_val))
 
 
 #: training settings an experiment's ``[train]`` table may set (the rest are per cell)

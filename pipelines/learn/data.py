@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 import torch
 
-from pipelines.core.errors import ShardError
+from pipelines.core.errors import ShardError, TrainingError
 from pipelines.learn.distributed import part_of
 from pipelines.learn.models import frame_indices
 from pipelines.learn.shardset import ShardSet, manifest_of_shard
@@ -313,5 +313,42 @@ def estimate_stats(shards: ShardSet, ids, stream: str, max_windows: int = 512, s
     return mean, std
 
 
-__all__ = ["ShardSet", "manifest_of_shard", "BlockDataset", "make_loader", "estimate_stats", "make_blocks",
-           "stream_reads"]
+def manifest_stats(shards: ShardSet, train_ids, stream: str):
+    """``--standardize manifest``: per-channel mean and std (float64 numpy arrays) from the sums each
+    shard stores (``sum``, ``sumsq``, ``count``: every stored sample of the stream once, the numbers
+    the manifest's statistics add up), over the recordings of the training part only; None when the
+    stream stores no sums (audio). Every window of such a recording must be a training window: a
+    recording that also holds validation or test time (always in distribution, and out of
+    distribution with ``--ood-val time``) is refused (:class:`TrainingError`), since its sums hold that
+    time too."""
+    ids = np.unique(np.asarray(train_ids, np.int64))
+    if len(ids) == 0:
+        raise TrainingError(f"{shards.data_dir}: no training windows to compute '{stream}' statistics from")
+    n_in = np.bincount(shards.rec[ids], minlength=len(shards.recordings))
+    recs = np.flatnonzero(n_in)
+    partial = [shards.recordings[r].recording_id for r in recs if n_in[r] < len(shards.recordings[r].start_s)]
+    if partial:
+        raise TrainingError(f"--standardize manifest: the manifest's and shards' statistics cover whole recordings, "
+                            f"and {len(partial)} recording(s) of the training part also hold windows outside it "
+                            f"(e.g. {', '.join(partial[:3])}: validation/test time, or windows the guard dropped), so "
+                            "they would standardize with statistics of those windows; use --standardize train (the "
+                            "training windows only), or a split whose training recordings are wholly training "
+                            "(--split ood with --ood-val subjects)")
+    s = ss = None
+    n = 0
+    for r in recs:
+        with h5py.File(shards.recordings[r].path, "r") as f:
+            g = f["streams"][stream]
+            if not all(k in g for k in ("sum", "sumsq", "count")):
+                return None
+            s = g["sum"][()].astype(np.float64) + (0 if s is None else s)
+            ss = g["sumsq"][()].astype(np.float64) + (0 if ss is None else ss)
+            n += int(g["count"][()])
+    if n == 0:
+        raise TrainingError(f"{shards.data_dir}: the training recordings store no '{stream}' samples")
+    mean = s / n
+    return mean, np.sqrt(np.maximum(ss / n - mean ** 2, 0.0))
+
+
+__all__ = ["ShardSet", "manifest_of_shard", "BlockDataset", "make_loader", "estimate_stats", "manifest_stats",
+           "make_blocks", "stream_reads"]

@@ -20,15 +20,22 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def configure_threads(threads: int, device: torch.device) -> int:
-    """Set torch's CPU threads; returns the number in use.
+#: the default of ``--threads`` everywhere: a fixed number, so the numbers of a run do not depend on
+#: the machine or on what else runs on it
+DEFAULT_THREADS = 1
 
-    ``threads > 0``: that many. ``0`` (auto): on a CPU, one per core that is not already busy
-    (cores minus the 1-minute load average, at least 1, at most torch's default). On a shared
-    2-core machine the difference is large: with another process busy, a 2-thread step measured
-    5x slower than a 1-thread one (OpenMP threads wait on each other), while on an idle machine
-    2 threads gain well under 2x. The thread count changes float summation order, so a run
-    resumed with another count is not bit-identical.
+
+def configure_threads(threads: int, device: torch.device) -> int:
+    """Set torch's CPU threads; returns the number in use (runs record it in ``config.json``).
+
+    ``threads > 0``: that many (default :data:`DEFAULT_THREADS`). The thread count changes the
+    float summation order, so two runs with different counts (or a run resumed with another count)
+    are not bit-identical: a fixed default keeps results independent of the machine's load.
+    ``0`` (auto, opt-in): on a CPU, one per core that is not already busy (cores minus the 1-minute
+    load average, at least 1, at most torch's default), so the count, and with it the numbers,
+    depend on what else runs. On a shared 2-core machine with another process busy, a 2-thread step
+    measured 5x slower than a 1-thread one (OpenMP threads wait on each other), while on an idle
+    machine 2 threads gain well under 2x.
     """
     if threads and threads > 0:
         torch.set_num_threads(int(threads))

@@ -207,8 +207,10 @@ def gather_inference(r: dict) -> dict:
 
 
 def evaluate_model(model, loader, device, stream: str, classes: list[str], prefix: str = "val") -> dict:
-    """Loss, accuracy and macro-F1 of ``model`` over ``loader`` (keys prefixed ``<prefix>_``).
-    Several processes: each reads its share of the windows; the predictions are gathered first."""
+    """Loss, accuracy and macro-F1 of ``model`` over ``loader`` (keys prefixed ``<prefix>_``; macro-F1
+    over the classes in these windows' true labels, so every epoch of a run averages over the same
+    classes: :mod:`pipelines.learn.metrics`). Several processes: each reads its share of the
+    windows; the predictions are gathered first."""
     r = gather_inference(run_inference(model, loader, device, stream))
     if len(r["y"]) == 0:
         return {f"{prefix}_loss": float("nan"), f"{prefix}_acc": float("nan"), f"{prefix}_macro_f1": float("nan"),

@@ -6,8 +6,10 @@ shards that hold no source stream at all (unimodal deployment). Windows are matc
 ``split.json`` by recording id and time, so any shards of the same recordings can be used;
 ``split="all"`` evaluates every window of the shards (e.g. a new dataset).
 
-Macro-F1 averages the F1 of the classes that occur in the true or the predicted labels of the
-evaluated windows (scikit-learn's default); a class absent from both is not counted as 0.
+Macro-F1 averages the F1 of the classes that occur in the true labels of the evaluated windows
+(:mod:`pipelines.learn.metrics`): a set fixed by the test set, the same for every model evaluated
+on it; a class only predicted is not averaged, but its windows count as misses of their true
+classes. Per subject: the classes in that subject's true labels.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def plot_confusion(cm, classes: list[str], path: Path, title: str = "") -> None:
 
 
 def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str = "test", device: str = "auto",
-                 batch_size: int = 64, write: bool = True, checkpoint: str = "best.pt", threads: int = 0) -> dict:
+                 batch_size: int = 64, write: bool = True, checkpoint: str = "best.pt", threads: int = 1) -> dict:
     """Evaluate ``run_dir/<checkpoint>`` on part ``split`` of the run's split, reading only its stream.
 
     ``data``: shards directory (default: the one the run was trained on, recorded in config.json).
@@ -88,7 +90,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
         raise EvaluationError(f"{data}: no windows of the '{split}' part of {run_dir / 'split.json'} "
                               "(are these shards of other recordings?); use --split all to evaluate every window")
     dev = resolve_device(device)
-    configure_threads(threads, dev)
+    n_threads = configure_threads(threads, dev)
     model = model_from_checkpoint(ck).to(dev)
     frames = ck["data"].get("frames")
     ds = BlockDataset(shards, ids, [stream], batch_size, frames={stream: frames})
@@ -105,7 +107,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
         per_subject[s] = {"macro_f1": ms["macro_f1"], "accuracy": ms["accuracy"], "n_windows": ms["n_windows"]}
     report = {"run_dir": str(run_dir), "stage": cfg.get("stage"), "stream": stream, "split": split,
               "split_mode": cfg.get("split_mode") or load_split(run_dir / "split.json").get("mode"),
-              "data": str(data), "checkpoint": checkpoint, "epoch": ck.get("epoch"), **met,
+              "data": str(data), "checkpoint": checkpoint, "epoch": ck.get("epoch"), "threads": n_threads, **met,
               "per_subject": per_subject, "subjects": sorted(per_subject)}
     if write:
         rp = run_dir / "report.json"

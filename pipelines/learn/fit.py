@@ -1,5 +1,8 @@
 """The epoch loop: train, validate, log, checkpoint, stop early, resume (``fit``).
 
+Which epoch is kept and when a run stops: :mod:`pipelines.learn.selection` (``--val-smooth``,
+``--min-epochs``, ``--patience``; validation only).
+
 Resuming restores model, optimizer, schedule, early-stopping state and the torch RNG from
 ``last.pt``; the data order depends only on (seed, epoch), so an interrupted and resumed run ends
 with the same weights as an uninterrupted one.
@@ -7,9 +10,8 @@ with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -23,6 +25,7 @@ from pipelines.learn.device import default_workers
 from pipelines.learn.engine import Hooks, StepFn, evaluate_model, make_schedule, param_groups, train_one_epoch
 from pipelines.learn.models import DcatModel
 from pipelines.learn.runs import truncate_metrics
+from pipelines.learn.selection import FitState, SelectionRule, default_min_epochs, judge_epoch, val_score
 from pipelines.core.io import to_json
 
 
@@ -39,22 +42,18 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-@dataclass
-class FitState:
-    epoch: int = -1  # last finished epoch
-    step: int = 0
-    best_f1: float = -1.0
-    best_loss: float = float("inf")
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    stopped_early: bool = False
+def selection_rule(cfg: TrainConfig) -> SelectionRule:
+    """The run's epoch-selection rule from its settings."""
+    m = default_min_epochs(cfg.epochs) if cfg.min_epochs is None else max(0, int(cfg.min_epochs))
+    return SelectionRule(smooth=max(1, int(cfg.val_smooth or 1)), min_epochs=m, patience=max(0, int(cfg.patience or 0)))
 
 
 def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset, val_loader, device,
         step_fn: StepFn, stream: str, classes: list[str], ckpt_base: dict, resuming: bool,
         hooks: Hooks | None = None, augment_kinds: dict | None = None,
         aux: torch.nn.Module | None = None) -> FitState:
-    """The epoch loop: train, validate, log, checkpoint, stop early. Returns the final state.
+    """The epoch loop: train, validate, log, checkpoint, stop early (:mod:`pipelines.learn.selection`).
+    Returns the final state.
 
     ``aux``: extra trainable parameters the step uses beside ``model`` (the feature-KD projections
     of ``pipelines.learn.transfer``): optimised with the model, saved in both checkpoints under ``aux``
@@ -68,6 +67,9 @@ def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset
     """
     hooks = hooks or Hooks()
     out = Path(out)
+    if cfg.epochs < 1:
+        raise TrainingError(f"--epochs {cfg.epochs}: train at least 1 epoch")
+    rule = selection_rule(cfg)
     multi = ddp.is_distributed()
     if multi:
         model = ddp.sync_batchnorm(model, device)
@@ -95,12 +97,13 @@ def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset
                                       step=st.step, grad_clip=cfg.grad_clip, hooks=hooks,
                                       augment_kinds=augment_kinds, aux=aux, seed=cfg.seed)
         vm = evaluate_model(model, val_loader, device, stream, classes, "val")
-        improved = _judge_epoch(st, epoch, vm["val_macro_f1"], vm["val_loss"], cfg.patience)
+        improved = judge_epoch(st, epoch, vm["val_macro_f1"], vm["val_loss"], rule, cfg.epochs)
         row = {"epoch": epoch, "step": st.step, "lr": optimizer.param_groups[0]["lr"], **tm, **vm,
-               "best_epoch": st.best_epoch, "best_val_macro_f1": st.best_f1,
-               "epoch_seconds": time.perf_counter() - t0}
+               "val_score": val_score(st, rule), "best_epoch": st.best_epoch, "best_val_macro_f1": st.best_f1,
+               "best_val_score": st.best_score, "epoch_seconds": time.perf_counter() - t0}
         base = {**ckpt_base, "model": model.state_dict(), "epoch": epoch, "step": st.step,
-                "best": {"val_macro_f1": st.best_f1, "epoch": st.best_epoch}}
+                "best": {"val_macro_f1": st.best_f1, "val_score": st.best_score, "epoch": st.best_epoch,
+                         "selection": rule.to_dict()}}
         if aux is not None:
             base["aux"] = aux.state_dict()
         if ddp.is_main():
@@ -142,22 +145,6 @@ def _restore(out: Path, model: torch.nn.Module, aux: torch.nn.Module | None, opt
         truncate_metrics(out / "metrics.jsonl", st.epoch)
     hooks.message(f"resuming {out} after epoch {st.epoch + 1} (step {st.step})")
     return st
-
-
-def _judge_epoch(st: FitState, epoch: int, f1: float, vloss: float, patience: int) -> bool:
-    """Update the early-stopping state after ``epoch``; True when it is the best so far (higher
-    validation macro-F1, ties broken by lower validation loss; every epoch without validation windows)."""
-    improved = (not math.isnan(f1)) and (f1 > st.best_f1 + 1e-12 or (abs(f1 - st.best_f1) <= 1e-12 and vloss < st.best_loss))
-    if math.isnan(f1):
-        improved = True  # no validation windows (--val-frac 0): the latest epoch is the best
-    if improved:
-        st.best_f1, st.best_loss, st.best_epoch, st.bad_epochs = f1, vloss, epoch, 0
-    else:
-        st.bad_epochs += 1
-    st.epoch = epoch
-    if patience and st.bad_epochs >= patience:
-        st.stopped_early = True
-    return improved
 
 
 def _save_epoch(out: Path, base: dict, improved: bool, optimizer, scheduler, st: FitState, row: dict) -> None:

@@ -23,12 +23,16 @@ Normalisations (``norm=``):
   lambda needs to be about 10-100x smaller than with ``fro``.
 - ``none``: raw ``K^T V``: the distance grows with the sequence lengths; for ablations only.
 
-MCMA: ``m_w = 1`` only where the frozen source's prediction is correct (``m_w = 1`` everywhere
-without MCMA). Masked windows contribute zero and the mean is over *all* windows of the batch, so
+MCMA: ``m_w = 1`` only where the source's prediction is correct (``m_w = 1`` everywhere without
+MCMA). By default "correct" is judged out of fold: by a copy of the source that did not train on
+the window (:mod:`pipelines.learn.crossfit`); the source itself, judged on its own training
+windows, is right on nearly all of them. Masked windows contribute zero and the mean is over *all* windows of the batch, so
 the alignment pull scales with how often the source is right and an all-wrong batch gives exactly
 zero alignment loss (and zero gradient from it).
 
-Scores are computed in float32 even under bf16 autocast.
+Scores (and distances) are computed in float32 even under bf16 autocast (autocast is switched off
+around them). A masked window's distance is dropped by selection (``torch.where``), so a NaN or inf
+there cannot reach the loss.
 
 Baselines beside D-CAT (same split, same budget; ``method=`` of :mod:`pipelines.learn.transfer`), each a
 per-window distance between target and frozen source that goes through the same MCMA mask and
@@ -59,17 +63,24 @@ def kv_scores(k: torch.Tensor, v: torch.Tensor, norm: str = DEFAULT_NORM) -> tor
     """``norm(K^T V)`` per window: k, v [B, L, d] -> [B, d, d] float32."""
     if norm not in NORMS:
         raise ValueError(f"unknown score normalisation '{norm}' (choose one of: {', '.join(NORMS)})")
-    s = torch.einsum("bld,ble->bde", k.float(), v.float())
-    if norm == "seqlen":
-        s = s / k.shape[1]
-    elif norm == "fro":
-        s = s / s.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+    with _float32(k):  # under bf16 autocast the einsum would otherwise run (and return) in bfloat16
+        s = torch.einsum("bld,ble->bde", k.float(), v.float())
+        if norm == "seqlen":
+            s = s / k.shape[1]
+        elif norm == "fro":
+            s = s / s.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
     return s
 
 
 def alignment_distance(s_t: torch.Tensor, s_s: torch.Tensor) -> torch.Tensor:
-    """Per-window Frobenius distance ``||s_t - s_s||_F``: [B, d, d] x2 -> [B]."""
-    return (s_t - s_s).flatten(1).norm(dim=1)
+    """Per-window Frobenius distance ``||s_t - s_s||_F``: [B, d, d] x2 -> [B] float32."""
+    with _float32(s_t):
+        return (s_t.float() - s_s.float()).flatten(1).norm(dim=1)
+
+
+def _float32(t: torch.Tensor):
+    """Autocast off on ``t``'s device for the block (its ops run in the dtype of their inputs)."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,10 +88,20 @@ def alignment_distance(s_t: torch.Tensor, s_s: torch.Tensor) -> torch.Tensor:
 
 def masked_mean(dist: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
     """``mean_w keep_w * dist_w`` over *all* windows of the batch (MCMA semantics: a masked window
-    counts as zero, not as absent; ``keep`` None: every window counts)."""
+    counts as zero, not as absent; ``keep`` None: every window counts). Masked by selection
+    (``torch.where``), not multiplication, so a NaN or inf in a masked-out window stays out."""
     if keep is not None:
-        dist = dist * keep.to(dist.dtype)
+        dist = torch.where(keep.to(torch.bool), dist, torch.zeros((), dtype=dist.dtype, device=dist.device))
     return dist.mean()
+
+
+def keep_mask(correct: torch.Tensor | None, valid: torch.Tensor | None, mcma: bool) -> torch.Tensor | None:
+    """The windows whose transfer term counts: where the source is right (``mcma``) and that have a
+    source window at all (``valid``, the misalignment study); None: every window."""
+    keep = correct if mcma else None
+    if valid is not None:
+        keep = valid if keep is None else (keep & valid)
+    return keep
 
 
 def logit_kd_distance(t_logits: torch.Tensor, s_logits: torch.Tensor,
@@ -129,9 +150,7 @@ def transfer_objective(logits: torch.Tensor, y: torch.Tensor, dists: dict, corre
     one = torch.ones((), device=logits.device)
     for k, dist in dists.items():
         ok = correct.get(k)
-        keep = ok if mcma else None
-        if valid and valid.get(k) is not None:
-            keep = valid[k] if keep is None else (keep & valid[k])
+        keep = keep_mask(ok, (valid or {}).get(k), mcma)
         lk = masked_mean(dist, keep)
         total = total + float(weights.get(k, 1.0)) * lk
         kr = keep.float().mean() if keep is not None else one

@@ -4,10 +4,14 @@
 
 - a shards directory (``manifest.json``) or a single shard file (``*.h5``): every window;
 - a raw recording folder (``meta.json``): it is preprocessed on the fly, into a temporary folder,
-  with the preprocessing settings stored in the checkpoint and only the model's stream.
+  with the preprocessing settings stored in the checkpoint and only the model's stream. Every window
+  is predicted (no label gate); when the recording is labelled (meta.json's ``label`` or its labels
+  file), each window's ``label`` is its majority label if that covers at least the checkpoint's
+  ``--min-purity`` of the window (the rule training windows pass), else "".
 
 Rows: ``recording_id, subject, start_s, end_s, pred, prob`` (softmax probability of ``pred``),
-``label`` (the window's label when the shard has one, else ""), and ``prob_<class>`` per class.
+``label`` (the window's label: from the shard, or for a raw folder as above; "" when unknown), and
+``prob_<class>`` per class.
 """
 
 from __future__ import annotations
@@ -51,8 +55,27 @@ def _preprocess_recording(rec_dir: Path, out_dir: Path, ck: dict) -> Path:
     return shards[0]
 
 
+def _raw_labels(rec_dir: Path, starts: np.ndarray, ck: dict) -> list[str]:
+    """The label of each window starting at ``starts`` (recording clock) of a raw recording, from its
+    meta.json ``label`` or labels file: the majority label where it covers at least ``min_purity``
+    of the window, else ""; all "" when the recording has no labels."""
+    from pipelines.ingest.config import PreprocessConfig
+    from pipelines.ingest.raw import load_recording, read_segments
+    from pipelines.ingest.windows import label_windows
+
+    pre = {**{k: v for k, v in vars(PreprocessConfig()).items() if k in ("window_s", "min_purity")},
+           **(ck.get("data", {}).get("preprocess") or {})}
+    rec = load_recording(Path(rec_dir), need_labels=False)
+    if not rec.label and rec.labels_file is None:
+        return [""] * len(starts)
+    segs = read_segments(rec)
+    labels, purity = label_windows(np.asarray(starts, np.float64), float(pre["window_s"]), rec, segs)
+    min_purity = float(pre["min_purity"])
+    return [str(lab) if pur >= min_purity - 1e-6 else "" for lab, pur in zip(labels, purity)]
+
+
 def predict(run_dir: str | Path, input_path: str | Path, *, device: str = "auto", batch_size: int = 64,
-            checkpoint: str = "best.pt", threads: int = 0) -> dict:
+            checkpoint: str = "best.pt", threads: int = 1) -> dict:
     """Predict every window of ``input_path``; returns ``{"rows": [...], "classes", "stream", "input"}``."""
     from pipelines.learn.device import configure_threads, resolve_device
     from pipelines.learn.engine import run_inference
@@ -63,8 +86,9 @@ def predict(run_dir: str | Path, input_path: str | Path, *, device: str = "auto"
     stream = ck["stream"]
     inp = Path(input_path)
     tmp = None
+    raw = inp.is_dir() and (inp / "meta.json").is_file()
     try:
-        if inp.is_dir() and (inp / "meta.json").is_file():
+        if raw:
             tmp = tempfile.TemporaryDirectory(prefix="dcat-predict-")
             source = _preprocess_recording(inp, Path(tmp.name), ck)
         elif (inp.is_dir() and (inp / "manifest.json").is_file()) or (inp.is_file() and inp.suffix == ".h5"):
@@ -101,6 +125,9 @@ def predict(run_dir: str | Path, input_path: str | Path, *, device: str = "auto"
                "label": str(rec.labels[w])}
         row.update({f"prob_{c}": float(prob[k, i]) for i, c in enumerate(classes)})
         rows.append(row)
+    if raw:
+        for row, lab in zip(rows, _raw_labels(inp, np.array([r["start_s"] for r in rows]), ck)):
+            row["label"] = lab
     return {"rows": rows, "classes": classes, "stream": stream, "input": str(inp), "checkpoint": str(ck_path)}
 
 

@@ -16,45 +16,19 @@ import torch
 from pipelines.learn import distributed as ddp
 from pipelines.learn.checkpoint import data_settings
 from pipelines.learn.config import TrainConfig
-from pipelines.learn.data import BlockDataset, ShardSet, estimate_stats, make_loader
+from pipelines.learn.crossfit import ensure_oof, read_oof
+from pipelines.learn.data import BlockDataset, ShardSet, make_loader
 from pipelines.learn.device import configure_threads
 from pipelines.learn.engine import Hooks, ce_step
 from pipelines.learn.fit import fit
-from pipelines.learn.models import DcatModel, ModelConfig, build_model, frame_indices
+from pipelines.learn.models import build_model
 from pipelines.learn.runs import data_record, prepare_run_dir, read_config, write_config
 from pipelines.learn.splits import SplitConfig, apply_split, load_split, make_split, save_split
+from pipelines.learn.stream_model import model_config_for, set_input_stats  # noqa: F401 - also imported from here
 
 
 def default_out(cfg: TrainConfig, name: str) -> Path:
     return Path(cfg.out) if cfg.out else Path(cfg.runs) / f"{name}-{cfg.split_config().tag()}"
-
-
-def set_input_stats(model: DcatModel, shards: ShardSet, stream: str, train_ids, how: str, seed: int) -> str:
-    """Fill the model's input standardization buffers; returns a note saying where they came from."""
-    kind = shards.kind(stream)
-    if kind == "video" or how == "none":
-        return "fixed" if kind == "video" else "none"
-    info = shards.stream_info[stream]
-    if how == "manifest" and info.get("mean") is not None and info.get("std") is not None:
-        model.norm_in.set_stats(info["mean"], info["std"])
-        return "manifest"
-    mean, std = estimate_stats(shards, train_ids, stream, seed=seed)
-    model.norm_in.set_stats(mean, std)
-    return "train"
-
-
-def model_config_for(cfg: TrainConfig, shards: ShardSet, stream: str, d: int) -> tuple[ModelConfig, int | None]:
-    kind = shards.kind(stream)
-    shape = shards.shape(stream)
-    frames = None
-    if kind == "video" and cfg.video_frames:
-        idx = frame_indices(shape[0], cfg.video_frames)
-        if idx is not None:
-            frames = int(len(idx))
-            shape = [frames, *shape[1:]]
-    mc = ModelConfig(kind=kind, in_shape=list(shape), n_classes=len(shards.classes), d=int(d), heads=cfg.heads,
-                     depth=cfg.depth, dropout=cfg.dropout)
-    return mc, frames
 
 
 def prepare_split(out: Path, shards: ShardSet, scfg: SplitConfig, resuming: bool) -> dict:
@@ -68,7 +42,8 @@ def prepare_split(out: Path, shards: ShardSet, scfg: SplitConfig, resuming: bool
 def pretrain(cfg: TrainConfig, hooks: Hooks | None = None) -> dict:
     """Train one stream's pipeline alone (cross-entropy). Returns an info record:
     ``run_dir``, ``best_epoch``, ``best_val_macro_f1``, ``epochs_run``, ``stopped_early``,
-    ``n_windows`` per part, ``device``, ``world_size``, ``seconds``.
+    ``n_windows`` per part, ``device``, ``world_size``, ``seconds``; with ``cfg.oof_folds`` also the
+    out-of-fold correctness file MCMA uses (``oof_file``, ``oof_accuracy``, ``oof_seconds``).
 
     Under ``torchrun`` every process calls this; see :mod:`pipelines.learn.distributed`."""
     return ddp.run_training(_pretrain, cfg, hooks)
@@ -81,7 +56,8 @@ def _pretrain(cfg: TrainConfig, hooks: Hooks | None, device: torch.device) -> di
     resuming = ddp.on_main(prepare_run_dir, out, cfg.resume, cfg.overwrite)
     if resuming:
         saved = ddp.on_main(read_config, out)
-        keep = {"device": cfg.device, "workers": cfg.workers, "threads": cfg.threads, "resume": True}
+        keep = {"device": cfg.device, "workers": cfg.workers, "threads": cfg.threads, "resume": True,
+                "oof_folds": cfg.oof_folds}
         cfg = TrainConfig.from_dict({**saved["args"], **keep})
     threads = configure_threads(cfg.threads, device)
     if cfg.d is None:
@@ -116,7 +92,23 @@ def _pretrain(cfg: TrainConfig, hooks: Hooks | None, device: torch.device) -> di
              resuming=resuming, hooks=hooks,
              augment_kinds={cfg.modality: mc.kind} if cfg.augment else None)
     val_ds.close()
+    oof = _oof(cfg, out, threads, device, hooks)
     return {"run_dir": str(out), "stage": "pretrain", "stream": cfg.modality, "best_epoch": st.best_epoch,
             "best_val_macro_f1": st.best_f1, "epochs_run": st.epoch + 1, "stopped_early": st.stopped_early,
             "n_windows": {k: int(len(v)) for k, v in ids.items()}, "device": str(device), "threads": threads,
-            "world_size": world, "seconds": time.perf_counter() - t0}
+            "world_size": world, **oof, "seconds": time.perf_counter() - t0}
+
+
+def _oof(cfg: TrainConfig, out: Path, threads: int, device, hooks: Hooks) -> dict:
+    """``--oof-folds K``: the run's out-of-fold correctness for MCMA, computed now
+    (:func:`pipelines.learn.crossfit.ensure_oof`); under torchrun it is left to one process."""
+    if not cfg.oof_folds:
+        return {}
+    if ddp.is_distributed():
+        hooks.message(f"--oof-folds {cfg.oof_folds}: not under torchrun; compute it in one process with `dcat pretrain "
+                      f"--out {out} --resume --oof-folds {cfg.oof_folds}`")
+        return {"oof_file": None}
+    path = ensure_oof(out, cfg.data, threads, device, cfg.oof_folds, hooks)
+    z = read_oof(path)
+    return {"oof_file": str(path), "oof_folds": cfg.oof_folds, "oof_accuracy": z["accuracy"],
+            "oof_seconds": z["seconds"]}

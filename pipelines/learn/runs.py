@@ -2,8 +2,9 @@
 ``metrics.jsonl``, and finding runs by stage and stream.
 
 A run folder holds ``config.json`` (tool version, the stage's arguments, the data it read),
-``split.json``, ``metrics.jsonl`` (one JSON object per epoch), ``best.pt`` (best validation
-macro-F1), ``last.pt`` (everything needed to resume) and, after ``dcat evaluate``, ``report.json``
+``split.json``, ``metrics.jsonl`` (one JSON object per epoch), ``best.pt`` (the epoch the
+validation selection rule keeps: :mod:`pipelines.learn.selection`), ``last.pt`` (everything needed to resume), for a source used with MCMA
+``oof-correct.npz`` (:mod:`pipelines.learn.crossfit`) and, after ``dcat evaluate``, ``report.json``
 and ``confusion-<part>.png`` (schemas/run.md).
 """
 
@@ -19,7 +20,7 @@ from pipelines import __version__
 from pipelines.core.errors import RunDirError
 from pipelines.core.io import atomic_write_text, to_json
 
-RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "best.pt", "last.pt", "report.json")
+RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "best.pt", "last.pt", "report.json", "oof-correct.npz")
 
 
 def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> bool:

@@ -59,7 +59,7 @@ def source_outputs(source, x, y, need=("scores",), norm: str = DEFAULT_NORM, tap
 
 @torch.no_grad()
 def source_cache(source, shards: ShardSet, ids, stream: str, frames, norm: str, device, batch_size: int = 64,
-                 need=("scores",), tap: PooledTap | None = None, offset_s: float = 0.0) -> dict:
+                 need=("scores",), tap: PooledTap | None = None, offset_s: float = 0.0, within=None) -> dict:
     """Run the frozen source once over windows ``ids``; returns ``{"correct": [N] bool, and per
     ``need``: "scores": [N, d, d], "logits": [N, C], "pooled": [N, d]}`` (float32) on ``device``,
     row i for ``ids[i]``.
@@ -67,14 +67,15 @@ def source_cache(source, shards: ShardSet, ids, stream: str, frames, norm: str, 
     ``offset_s`` != 0 (misalignment study): the source reads each window ``offset_s`` seconds away
     from its own span (:func:`pipelines.learn.misalign.shifted_batches`) and the cache also holds
     ``"valid"`` [N] bool: False where no shifted window exists (the transfer term is masked there);
-    ``correct`` compares the source's prediction with the (unshifted) window's label."""
+    ``correct`` compares the source's prediction with the (unshifted) window's label; ``within``: the
+    windows whose time a shifted read may use (the whole training part), see ``shifted_batches``."""
     source.eval()
     n = len(ids)
     cache = {"correct": torch.zeros(n, dtype=torch.bool, device=device)}
     ds = None
     if offset_s:
         cache["valid"] = torch.zeros(n, dtype=torch.bool, device=device)
-        batches = shifted_batches(shards, ids, stream, offset_s, batch_size, frames)
+        batches = shifted_batches(shards, ids, stream, offset_s, batch_size, frames, within=within)
     else:
         ds = BlockDataset(shards, ids, [stream], batch_size, frames={stream: frames})
         batches = make_loader(ds, 0)
@@ -111,12 +112,12 @@ def build_caches(models: dict, shards: ShardSet, train_ids, frames: dict, *, met
         mine = ddp.part_of(n_train)  # one process: all; several: this rank's share, then exchanged
         caches[s] = ddp.gather_rows(
             source_cache(model, shards, train_ids[mine], s, frames[s], norm, device,
-                         need=METHOD_NEEDS[method], tap=taps.get(s), offset_s=offsets[s]),
+                         need=METHOD_NEEDS[method], tap=taps.get(s), offset_s=offsets[s], within=train_ids),
             mine, n_train)
-        shifted = (f", read {offsets[s]:+g} s off (--misalign {misalign}), shifted window inside its run for "
+        shifted = (f", read {offsets[s]:+g} s off (--misalign {misalign}), shifted window inside its run and the training time for "
                    f"{float(caches[s]['valid'].float().mean()) * 100:.0f}%" if offsets[s] else "")
         hooks.message(f"source cache ({s}): {n_train} windows, source correct on "
-                      f"{float(caches[s]['correct'].float().mean()) * 100:.0f}% of them{shifted}")
+                      f"{float(caches[s]['correct'].float().mean()) * 100:.0f}% of them by its own judgement{shifted}")
     return caches
 
 

@@ -44,10 +44,7 @@ def state_hash(module: torch.nn.Module) -> str:
 
 
 def _split_matches(run_args: dict, want: SplitConfig) -> bool:
-    have = TrainConfig.from_dict(run_args).split_config()
-    return (have.split, have.seed, sorted(have.test_subjects), have.fold, have.folds, have.val_frac, have.test_frac,
-            have.block_s, have.guard_s) == (want.split, want.seed, sorted(want.test_subjects), want.fold, want.folds,
-                                            want.val_frac, want.test_frac, want.block_s, want.guard_s)
+    return TrainConfig.from_dict(run_args).split_config().key() == want.key()
 
 
 def find_source(cfg: TransferConfig, src: str | None = None, src_ckpt: str | None = None) -> Path:

@@ -24,8 +24,14 @@
      budget; the sources only provide the split and ``d`` and are never run.
 
    MCMA (``cfg.mcma``) masks each source's term with that source's own correctness; the mean is
-   over all windows of the batch. The sources stay in eval mode with ``requires_grad=False`` and
-   run under ``torch.no_grad()``; their weights are hashed before and after and must be identical.
+   over all windows of the batch. Correctness is judged out of fold by default
+   (``cfg.mcma_correctness = "oof"``: :mod:`pipelines.learn.crossfit`, ``cfg.oof_folds`` copies of the
+   source, computed once per source run and cached in its folder), or by the source itself on its
+   own training windows (``"insample"``). The K^T V (logits, embeddings) always come from the full
+   source. The info record says ``keep_rate`` (share of training windows whose term counted, over
+   the run, averaged over the sources; None for ``none``) and each source's out-of-fold accuracy.
+   The sources stay in eval mode with ``requires_grad=False`` and run under ``torch.no_grad()``;
+   their weights are hashed before and after and must be identical.
 5. Source cache (:mod:`pipelines.learn.source_cache`): the sources are frozen and the training
    windows are fixed, so without augmentation what the method needs of each source per training
    window (``K_s^T V_s`` scores, logits or pooled embedding, plus correctness) is computed once and
@@ -50,13 +56,14 @@ from pipelines.core.io import parse_list
 from pipelines.learn import distributed as ddp
 from pipelines.learn.checkpoint import CheckpointError, check_data, data_settings, load_checkpoint
 from pipelines.learn.config import METHOD_TERMS, METHODS, NORMS, TrainConfig, TransferConfig, parse_misalign
+from pipelines.learn.crossfit import MCMA_CORRECTNESS, mcma_masks, mcma_record, uses_oof
 from pipelines.learn.data import BlockDataset, ShardSet, make_loader
 from pipelines.learn.device import configure_threads
 from pipelines.learn.engine import Hooks
 from pipelines.learn.fit import fit
 from pipelines.learn.misalign import source_offsets
 from pipelines.learn.models import DcatModel, ModelConfig, build_model
-from pipelines.learn.pretrain import model_config_for, set_input_stats
+from pipelines.learn.stream_model import model_config_for, set_input_stats
 from pipelines.learn.runs import data_record, prepare_run_dir, read_config, write_config
 from pipelines.learn.source_cache import (CACHE_MAX_BYTES, METHOD_NEEDS, PooledTap, build_caches, cache_bytes_per_window,
                                           source_cache, source_outputs)
@@ -72,6 +79,11 @@ def check_settings(cfg: TransferConfig) -> None:
         raise TrainingError(f"--method {cfg.method}: choose one of {', '.join(METHODS)}")
     if cfg.norm not in NORMS:
         raise TrainingError(f"--norm {cfg.norm}: choose one of {', '.join(NORMS)}")
+    if cfg.mcma_correctness not in MCMA_CORRECTNESS:
+        raise TrainingError(f"--mcma-correctness {cfg.mcma_correctness}: choose one of {', '.join(MCMA_CORRECTNESS)}")
+    if uses_oof(cfg) and not (isinstance(cfg.oof_folds, int) and cfg.oof_folds >= 2):
+        raise TrainingError(f"--oof-folds {cfg.oof_folds}: out-of-fold MCMA needs at least 2 folds (default 5); "
+                            "or judge the source on its own training windows with --mcma-correctness insample")
     if cfg.cache not in ("auto", "on", "off"):
         raise TrainingError(f"--cache {cfg.cache}: choose auto, on or off")
     if cfg.cache == "on" and cfg.augment:
@@ -151,9 +163,11 @@ def _transfer(cfg: TransferConfig, hooks: Hooks | None, device: torch.device) ->
         proj = torch.nn.ModuleList(torch.nn.Linear(cfg.d, src_d[s]) for s in sources).to(device)
     use_cache, offsets = _cache_plan(cfg, src_d, len(ids["train"]), len(shards.classes), hooks)
     weights = dict(zip(sources, cfg.source_weights()))
+    oof, oof_recs = mcma_masks(cfg, {x.stream: x.path.parent for x in run.srcs}, shards, ids["train"], offsets, threads,
+                               device, hooks)
     src_recs = [{"checkpoint": str(x.path), "run_dir": str(x.path.parent), "stream": x.stream,
                  "state_sha256": src_hashes[x.stream], "epoch": x.ckpt.get("epoch"), "d": src_d[x.stream],
-                 "weight": weights[x.stream]} for x in run.srcs]
+                 "weight": weights[x.stream], **oof_recs.get(x.stream, {})} for x in run.srcs]
     if not run.resuming and ddp.is_main():
         _write_run_config(cfg, run, shards, tgt, src_recs, device, threads)
     src_taps = {s: PooledTap(m) for s, m in src_models.items()} if cfg.method == "feature-kd" else {}
@@ -171,7 +185,7 @@ def _transfer(cfg: TransferConfig, hooks: Hooks | None, device: torch.device) ->
     hooks.message(_describe(cfg, run, weights, use_cache, ids, device))
     step = transfer_step(cfg.tgt, sources, src_models, method=cfg.method, lam=cfg.lam, mcma=cfg.mcma, norm=cfg.norm,
                          temperature=cfg.temperature, weights=weights, caches=caches, proj=proj, tgt_tap=tgt_tap,
-                         src_taps=src_taps)
+                         src_taps=src_taps, oof=oof)
     aug = ({cfg.tgt: shards.kind(cfg.tgt), **{s: shards.kind(s) for s in sources}} if cfg.augment else None)
     try:
         st = fit(out=run.out, cfg=cfg, model=tgt.model, train_ds=train_ds, val_loader=make_loader(val_ds, 0),
@@ -186,6 +200,7 @@ def _transfer(cfg: TransferConfig, hooks: Hooks | None, device: torch.device) ->
     if not unchanged:  # pragma: no cover - a bug, not a user error
         raise TrainingError("the frozen source's weights changed during transfer (bug): please report it")
     return {"run_dir": str(run.out), "stage": "transfer", "method": cfg.method, "src": cfg.src, "tgt": cfg.tgt,
+            **mcma_record(cfg, run.out, oof_recs),
             "sources": sources, "src_weights": [weights[s] for s in sources],
             "source_checkpoint": str(run.srcs[0].path), "source_checkpoints": [str(x.path) for x in run.srcs],
             "split_from": run.split_from, "best_epoch": st.best_epoch, "best_val_macro_f1": st.best_f1,
@@ -369,7 +384,7 @@ def _describe(cfg: TransferConfig, run: _Run, weights: dict, use_cache: bool, id
     what = {"dcat": f"D-CAT, norm {cfg.norm}", "logit-kd": f"logit KD, T {cfg.temperature:g}",
             "feature-kd": "feature KD", "none": "no transfer (plain cross-entropy)"}[cfg.method]
     src_note = ("sources unused" if cfg.method == "none" else
-                f"MCMA {'on' if cfg.mcma else 'off'}, source{'s' if len(sources) > 1 else ''} "
+                f"MCMA {'on (' + cfg.mcma_correctness + ')' if cfg.mcma else 'off'}, source{'s' if len(sources) > 1 else ''} "
                 f"{'cached' if use_cache else 'run every step'}")
     wnote = f" (weights {', '.join(f'{s} {w:g}' for s, w in weights.items())})" if len(sources) > 1 else ""
     return (f"transfer {'+'.join(sources)} -> {cfg.tgt} ({run.out}): {what}, lambda {cfg.lam}{wnote}, {src_note}, "

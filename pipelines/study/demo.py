@@ -66,7 +66,10 @@ def run_demo(cfg: DemoConfig, hooks=None, log: Callable[[str], None] = lambda s:
     # the demo's own runs are always retrained (shards are reused unless --overwrite)
     common = dict(data=str(shards), runs=str(runs), seed=cfg.seed, epochs=cfg.epochs, threads=cfg.threads,
                   overwrite=True)
-    splits = {"in distribution": dict(split="id"), "out of distribution": dict(split="ood", test_subjects=ood)}
+    ood_split = dict(split="ood", test_subjects=ood)
+    if len(subjects) - len(ood) < 2:  # too few subjects to validate on held-out ones: time blocks of the training ones
+        ood_split["ood_val"] = "time"
+    splits = {"in distribution": dict(split="id"), "out of distribution": ood_split}
     table, run_dirs = [], {}
     for name, sp in splits.items():
         row = {"setting": name}

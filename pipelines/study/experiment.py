@@ -1,14 +1,17 @@
 """`dcat experiment`: the paper's study as one resumable grid of ordinary runs.
 
-A *unit* is one (split, fold, seed): ``id`` (same subjects, time blocks; fold 0) or ``ood`` fold k
-of ``folds`` subject groups. The split's seed is the unit's seed, so each seed also draws its own
-split (and, out of distribution, its own grouping of subjects into folds: each (fold, seed) is one
-paired comparison). In every unit the grid trains:
+A *unit* is one (split, fold, seed): ``id`` fold k of ``id_folds`` time-block folds or ``ood``
+fold k of ``folds`` subject groups. Every split is drawn with the grid's ``split_seed``, so the
+seeds of a fold train and test on the same windows: a fold is one test set (the unit of
+replication of the report), its seeds repeated trainings on it. In every unit the grid trains:
 
-- ``source`` cells: each source stream pretrained alone (``dcat pretrain``);
-- ``baseline`` cells: each target with no transfer (``dcat transfer --method none``: the same split,
-  initialisation, data order and budget as the transfers, so the paired difference isolates the
-  transfer term);
+- each stream alone, once (``dcat pretrain``): a target's run is its uni-modal ``baseline`` (and the
+  source of a transfer from that stream), a stream that is only a source is a ``source`` cell;
+  a source read by an MCMA transfer also gets its out-of-fold correctness here;
+- the ``null``: each target's baseline again with seed + 1000 on the same split, so the report shows
+  how far two baselines differ with no transfer at all;
+- the ``reference``: the classical model (``features-rf``: window statistics + a random forest) on
+  each target, when ``methods`` names it;
 - ``transfer`` cells: per pair, D-CAT at every lambda with MCMA on and off, the baselines
   (logit KD, feature KD) at ``baseline_lambda``, and the misalignment study: D-CAT at
   ``shift_lambda`` with MCMA on and the ``shift_stream`` shifted by each of ``+-shifts`` seconds.
@@ -17,7 +20,7 @@ Every cell is an ordinary run folder (``<out>/runs/<unit>/<cell>``; ``dcat evalu
 plus ``cell.json`` (its settings and its result row), written last and atomically: a cell with a
 ``cell.json`` is finished and is skipped when the experiment runs again; one whose training was cut
 off resumes from its ``last.pt`` (same result as uninterrupted). A cell whose ``cell.json`` holds
-other settings is refused (change ``out`` or pass ``overwrite``). Sources are trained once per unit
+other settings is refused (change ``out`` or pass ``overwrite``). Each stream is trained once per unit
 and reused by every transfer of that unit; a transfer starts when its unit's sources are done.
 
 Cells run ``jobs`` at a time in worker processes (``threads`` torch threads each; 1 by default, so a
@@ -47,9 +50,9 @@ from pipelines import __version__
 from pipelines.core.errors import DcatError
 from pipelines.core.io import atomic_write_text, to_json
 from pipelines.study.cells import cell_state, fill_source_f1, run_cell
-from pipelines.study.grid import build_cells
-from pipelines.study.spec import (DEFAULT_METHODS, SPLITS, TRAIN_KEYS, ExperimentConfig, ExperimentError, check_config,
-                                  load_spec, merge_config, parse_options, parse_pair, quick_config)
+from pipelines.study.grid import build_cells, oof_folds, uses_mcma
+from pipelines.study.spec import (DEFAULT_METHODS, NULL_SEED_OFFSET, SPLITS, TRAIN_KEYS, ExperimentConfig, ExperimentError,
+                                  check_config, load_spec, merge_config, parse_options, parse_pair, quick_config)
 
 #: ``on_cell(cell, status, row, done, total)``: called as each cell finishes (see ``run_experiment``)
 OnCell = Callable[[dict, str, "dict | None", int, int], None]
@@ -127,14 +130,14 @@ class _GridRun:
 
     def write_rows(self) -> list[dict]:
         """Write ``results.csv`` (the finished cells in grid order) and return its rows."""
-        from pipelines.study.report import write_csv
+        from pipelines.study.report import annotate, write_csv
 
-        ordered = fill_source_f1([dict(self.rows[c["cell"]]) for c in self.cells if c["cell"] in self.rows])
+        ordered = annotate(fill_source_f1([dict(self.rows[c["cell"]]) for c in self.cells if c["cell"] in self.rows]))
         write_csv(ordered, self.out / "results.csv")
         return ordered
 
     def _args(self, c: dict) -> tuple:
-        srcd = {s: str(self.run_dirs[f"{c['unit']['unit']}/src-{s}"]) for s in c["settings"].get("src", [])}
+        srcd = {s: str(self.run_dirs[name]) for s, name in c.get("sources", {}).items()}
         return (c, str(self.data), str(self.run_dirs[c["cell"]]), srcd, self.cfg.threads, self.cfg.device)
 
     def _ready(self, c: dict) -> bool:
@@ -247,8 +250,8 @@ def _prepare_data(cfg: ExperimentConfig, out: Path, log: Callable[[str], None],
             from pipelines.ingest.preprocess import PreprocessConfig, preprocess
             from pipelines.ingest.raw import discover
 
-            log(f"preprocess {cfg.raw} -> {data} (--align estimate)")
-            pre = preprocess(discover([cfg.raw]), data, PreprocessConfig(align="estimate"))
+            log(f"preprocess {cfg.raw} -> {data} (default settings)")
+            pre = preprocess(discover([cfg.raw]), data, PreprocessConfig())
             pre_summary = {k: pre["summary"][k] for k in ("recordings", "ok", "windows_kept", "windows_dropped")}
             if pre["summary"]["failed"]:
                 raise ExperimentError("preprocess failed for: " + "; ".join(pre["summary"]["errors"]))
@@ -310,9 +313,18 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = lambda s:
 def _notes(cfg: ExperimentConfig, data: Path, errors: dict, status: dict) -> str:
     """The notes under the report's title: the data and the grid, the cells that failed or were blocked."""
     t = {k: v for k, v in cfg.train.items()}
-    lines = [f"Data: `{data}`; pairs {', '.join(cfg.pairs)}; seeds {', '.join(map(str, cfg.seeds))}; "
-             f"splits {', '.join(cfg.splits)}" + (f" ({cfg.folds} OOD folds)" if cfg.folds and "ood" in cfg.splits else "")
+    folds = []
+    if "id" in cfg.splits:
+        folds.append(f"{cfg.id_folds} ID time-block fold{'s' if cfg.id_folds > 1 else ''}")
+    if "ood" in cfg.splits:
+        folds.append(f"{cfg.folds} OOD subject folds" if cfg.folds else "OOD subject folds: one per subject (at most 5)")
+    lines = [f"Data: `{data}`; pairs {', '.join(cfg.pairs)}; splits {', '.join(cfg.splits)} ({'; '.join(folds)}), "
+             f"split seed {cfg.split_seed}; training seeds {', '.join(map(str, cfg.seeds))}"
+             + (f" (null row: seed + {NULL_SEED_OFFSET})" if cfg.null else "")
              + (f"; training {', '.join(f'{k} {v}' for k, v in sorted(t.items()))}" if t else "") + "."]
+    if uses_mcma(cfg):
+        lines.append(f"MCMA judges a source correct on a training window by its {oof_folds(cfg)}-fold out-of-fold "
+                     "prediction (a copy of the source that never trained on that window).")
     if errors:
         lines.append(f"{len(errors)} cell(s) failed and are missing from the tables: {', '.join(sorted(errors))} "
                      f"(messages in failed.json).")

@@ -15,7 +15,11 @@ from pipelines.core.options import opt
 from pipelines.learn.config import EXPERIMENT_TRAIN_KEYS
 
 SPLITS = ("id", "ood")
-DEFAULT_METHODS = ("dcat", "logit-kd", "feature-kd")
+#: the classical reference: window statistics + a random forest (``pipelines.learn.classical``)
+REFERENCE_METHODS = ("features-rf",)
+DEFAULT_METHODS = ("dcat", "logit-kd", "feature-kd", "features-rf")
+#: the null row's baseline is trained with seed ``seed + NULL_SEED_OFFSET`` (same split)
+NULL_SEED_OFFSET = 1000
 #: training settings an experiment may set (``[train]`` in the spec); the rest are per cell
 TRAIN_KEYS = EXPERIMENT_TRAIN_KEYS
 
@@ -37,31 +41,43 @@ class ExperimentConfig:
     """Settings of ``dcat experiment`` (a SPEC.toml sets the same names; ``[train]`` holds training
     settings passed to every run, e.g. ``epochs``, ``d``, ``lr``).
 
-    data: shards directory, or raw: a raw dataset preprocessed into ``<out>/shards`` (lag estimate
-    applied). pairs: ``"video->imu"``, several sources ``"video+audio->imu"``. methods: transfer
-    methods besides the no-transfer baseline (always run). lambdas, mcma: D-CAT's grid. splits:
-    ``id``, ``ood``. folds: OOD subject folds (default: one per subject, at most 5). seeds.
-    shifts: misalignment magnitudes in seconds (each run at + and -) of ``shift_stream`` (default:
-    the pair's target), D-CAT at ``shift_lambda`` with MCMA on; empty: no misalignment study.
-    baseline_lambda: weight of the logit-/feature-KD term; temperature: logit KD's T.
-    jobs: cells at once (0: one per CPU core / threads, 1 on a GPU); threads per cell; device.
+    data: shards directory, or raw: a raw dataset preprocessed into ``<out>/shards`` (default
+    preprocessing settings). pairs: ``"video->imu"``, several sources ``"video+audio->imu"``.
+    methods: transfer methods besides the no-transfer baseline (always run), and ``features-rf``
+    (the classical reference). lambdas, mcma: D-CAT's grid. splits: ``id``, ``ood``. folds: OOD
+    subject folds (default: one per subject, at most 5); id_folds: in-distribution time-block folds.
+    split_seed: the seed of every split (the same for every training seed, so the seeds of a fold
+    test the same windows). seeds: training seeds. null: also train each target's baseline with
+    seed + 1000 (the null row). shifts: misalignment magnitudes in seconds (each run at + and -) of
+    ``shift_stream`` (default: the pair's target), D-CAT at ``shift_lambda`` with MCMA on; empty: no
+    misalignment study. baseline_lambda: weight of the logit-/feature-KD term; temperature: logit
+    KD's T. jobs: cells at once (0: one per CPU core / threads, 1 on a GPU); threads per cell; device.
     """
 
     out: str = _o("experiments/exp", "experiment folder: runs/, results.csv, results.md, plots/ (default "
                   "experiments/exp; --quick: experiments/quick)")
     data: str | None = _o(None, "shards directory to run on")
-    raw: str | None = _o(None, "or a raw dataset: preprocessed (lag estimate applied) into <out>/shards first")
+    raw: str | None = _o(None, "or a raw dataset: preprocessed into <out>/shards first (default preprocessing "
+                         "settings: clock offsets from meta.json)")
     pairs: list = _o(["video->imu"], "comma-separated SOURCE->TARGET pairs (quote them in the shell): "
                      "'video->imu,audio->imu'; several sources: 'video+audio->imu' (default video->imu)", items=str)
     methods: list = _o(list(DEFAULT_METHODS), "transfer methods besides the no-transfer baseline (which always "
-                       "runs): dcat,logit-kd,feature-kd (default all three)", items=str)
+                       "runs): dcat,logit-kd,feature-kd, and features-rf (the classical reference: window "
+                       "statistics + a random forest on the target stream) (default all four)", items=str)
     lambdas: list = _o([0.1, 1.0, 10.0], "D-CAT lambdas (default 0.1,1,10)", items=float)
     mcma: list = _o([True, False], "D-CAT with MCMA on, off, or on,off (default)", items=bool)
     splits: list = _o(list(SPLITS), "`id`, `ood` or `id,ood` (default)", items=str)
     folds: int | None = _o(None, "out-of-distribution subject folds; every fold runs (default: one per subject, "
                            "at most 5)")
-    seeds: list = _o([0, 1, 2], "seeds (default 0,1,2); each seed draws its own split and initialisation; every "
-                     "(fold, seed) is one paired comparison", items=int)
+    id_folds: int = _o(5, "in-distribution folds: each subject's time blocks in that many groups, each tested "
+                       "once (default 5; 1: one split with --test-frac of the blocks as test)")
+    split_seed: int = _o(0, "seed of every split (default 0): the same for every training seed, so the seeds of a "
+                         "fold are trained and tested on the same windows")
+    seeds: list = _o([0, 1, 2], "training seeds (default 0,1,2): initialisation and data order; the seeds of a "
+                     "fold are averaged, then the folds (test sets) are the replicates", items=int)
+    null: bool = _o(True, "the null row: train each target's baseline again with seed + 1000 and compare it with "
+                    "the baseline like a method (default on): the noise floor of every difference",
+                    flag="--null/--no-null")
     shifts: list = _o([0.5, 1.0], "misalignment study: shift magnitudes in seconds, each run at + and - (default "
                       "0.5,1; '' for none); D-CAT at --shift-lambda, MCMA on", items=float)
     shift_stream: str | None = _o(None, "the stream shifted in the misalignment study (default: the pair's target)")
@@ -89,10 +105,13 @@ class ExperimentConfig:
 
 
 def quick_config(**over) -> ExperimentConfig:
-    """``dcat experiment --quick``: a reduced grid on the bundled sample data (see README)."""
+    """``dcat experiment --quick``: a reduced grid on the bundled sample data (see README), sized to
+    finish in well under 15 minutes on 2 CPU cores: 3 in-distribution time-block folds and 5 subject
+    folds (8 units, one training seed; the null row is the second seed), D-CAT at lambda 0.1/1/10
+    with MCMA on/off, logit KD, feature KD, the classical reference, and the target shifted by +-1 s."""
     base = dict(out="experiments/quick", raw="sample_data", pairs=["video->imu"], methods=list(DEFAULT_METHODS),
-                lambdas=[0.1, 1.0, 10.0], mcma=[True, False], splits=["id", "ood"], folds=5, seeds=[0, 1],
-                shifts=[0.5, 1.0], train={"epochs": 12, "video_frames": 4},
+                lambdas=[0.1, 1.0, 10.0], mcma=[True, False], splits=["id", "ood"], id_folds=3, folds=5, seeds=[0],
+                shifts=[1.0], null=True, train={"epochs": 12, "video_frames": 4},
                 title="dcat experiment --quick (sample_data)")
     base.update(over)
     return ExperimentConfig(**base)
@@ -188,14 +207,23 @@ def check_config(cfg: ExperimentConfig) -> None:
         raise ExperimentError("pairs: name at least one SOURCE->TARGET pair, e.g. video->imu")
     for p in cfg.pairs:
         parse_pair(p)
-    bad = [m for m in cfg.methods if m not in METHODS or m == "none"]
+    bad = [m for m in cfg.methods if (m not in METHODS or m == "none") and m not in REFERENCE_METHODS]
     if bad:
-        raise ExperimentError(f"methods {bad}: choose among dcat, logit-kd, feature-kd (the no-transfer baseline always runs)")
+        raise ExperimentError(f"methods {bad}: choose among dcat, logit-kd, feature-kd, features-rf (the no-transfer "
+                              "baseline always runs)")
     bad = [s for s in cfg.splits if s not in SPLITS]
     if bad or not cfg.splits:
         raise ExperimentError(f"splits {cfg.splits}: use id and/or ood")
     if not cfg.seeds:
         raise ExperimentError("seeds: give at least one seed")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ExperimentError(f"seeds {cfg.seeds}: a seed given twice")
+    clash = sorted(s for s in cfg.seeds if s + NULL_SEED_OFFSET in cfg.seeds)
+    if cfg.null and clash:
+        raise ExperimentError(f"seeds: the null row trains seed {clash[0]} + {NULL_SEED_OFFSET}, which is also a seed "
+                              f"of the grid; drop seed {clash[0] + NULL_SEED_OFFSET} (or turn the null off: --no-null)")
+    if "id" in cfg.splits and (not isinstance(cfg.id_folds, int) or cfg.id_folds < 1):
+        raise ExperimentError(f"id_folds {cfg.id_folds}: give 1 (one split by test_frac) or more folds")
     for name, vals in (("lambdas", cfg.lambdas), ("shifts", cfg.shifts)):
         for v in vals:
             if not isinstance(v, (int, float)) or not math.isfinite(v) or (name == "lambdas" and v < 0):

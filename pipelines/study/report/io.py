@@ -1,6 +1,11 @@
 """The row schema (``COLUMNS`` and the type of each column) and ``results.csv``: typed write and read.
 
-A row is a dict keyed by ``COLUMNS`` (a missing value is ``None``). The CSV round trip is exact:
+A row is a dict keyed by ``COLUMNS`` (a missing value is ``None``). ``seed`` is the unit's seed (the
+pairing key); ``train_seed`` the seed the run trained with (the null row's differs); ``keep_rate``
+the fraction of training windows an MCMA transfer kept; ``test_subject_f1`` the test macro-F1 per
+subject (JSON); ``fingerprint`` a hash of the run's confusion matrices; ``same_as`` the cell of the
+same unit with identical results (``fingerprint``), if any; ``val_chosen`` whether the D-CAT cell
+was chosen on validation for its unit (the last two set by ``report.selection.annotate``). The CSV round trip is exact:
 floats are written with ``repr``, booleans as true/false, None as an empty field, and read back as
 the column's type.
 """
@@ -16,14 +21,16 @@ import numpy as np
 from pipelines.core.io import atomic_write_text
 
 COLUMNS = (
-    "cell", "role", "split", "fold", "test_subjects", "seed", "tgt", "src", "method",
-    "lam", "mcma", "temperature", "shift_stream", "shift_s",
+    "cell", "role", "split", "fold", "test_subjects", "seed", "train_seed", "tgt", "src", "method",
+    "lam", "mcma", "temperature", "shift_stream", "shift_s", "keep_rate",
     "test_macro_f1", "test_acc", "val_macro_f1", "train_macro_f1", "gap", "src_test_macro_f1",
     "epochs_run", "best_epoch", "seconds", "run_dir", "n_test",
+    "test_subject_f1", "fingerprint", "same_as", "val_chosen",
 )
-STR_COLUMNS = frozenset({"cell", "role", "split", "test_subjects", "tgt", "src", "method", "shift_stream", "run_dir"})
-INT_COLUMNS = frozenset({"fold", "seed", "epochs_run", "best_epoch", "n_test"})
-BOOL_COLUMNS = frozenset({"mcma"})
+STR_COLUMNS = frozenset({"cell", "role", "split", "test_subjects", "tgt", "src", "method", "shift_stream", "run_dir",
+                         "test_subject_f1", "fingerprint", "same_as"})
+INT_COLUMNS = frozenset({"fold", "seed", "train_seed", "epochs_run", "best_epoch", "n_test"})
+BOOL_COLUMNS = frozenset({"mcma", "val_chosen"})
 FLOAT_COLUMNS = frozenset(COLUMNS) - STR_COLUMNS - INT_COLUMNS - BOOL_COLUMNS
 
 

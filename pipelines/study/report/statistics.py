@@ -1,16 +1,26 @@
-"""The numbers behind the tables: mean and std, the paired t interval, Pearson's r, and the pairing
-of each transfer run with its baseline.
+"""The numbers behind the tables: mean and std, the paired t interval over test sets, the
+subject-level cluster bootstrap, Pearson's r, and the pairing of each compared run with its baseline.
 
-Roles: ``source`` (a pretrained source model, evaluated on its own stream), ``baseline`` (the target
-trained alone: the uni-modal baseline), ``transfer`` (the target trained with a transfer method).
+Roles: ``source`` (a stream pretrained alone that is only a source, evaluated on its own stream),
+``baseline`` (the target trained alone: the uni-modal baseline), ``null`` (the baseline again with
+another training seed), ``reference`` (the classical model on the target), ``transfer`` (the
+target trained with a transfer method). ``null``, ``reference`` and ``transfer`` rows are
+*compared* with the baseline.
 
-Pairing: a transfer row's *paired baseline* is the baseline row with the same
+Pairing: a compared row's *paired baseline* is the baseline row with the same
 (``split``, ``fold``, ``seed``, ``tgt``); the paired difference is
-``transfer.test_macro_f1 - baseline.test_macro_f1``. Differences are summarised by their mean and a
-Student-t confidence interval over the pairs (n - 1 degrees of freedom); a single pair has no interval.
-A run whose ``test_macro_f1`` is missing (None or NaN) is left out of every statistic. A transfer run
-with no paired baseline counts for its own mean but not for the difference. Two baselines with the
-same pairing key are an error (the pairing would be ambiguous).
+``row.test_macro_f1 - baseline.test_macro_f1``.
+
+Replication: the unit of replication is the *test set*, one ``(split, fold)``. The seeds of a fold
+test the same windows, so they are not independent replicates: their paired differences are
+averaged within the fold first, and the Student-t interval is taken over the folds' means
+(n = folds, n - 1 degrees of freedom; one fold has no interval). Where folds are few, a
+subject-level cluster bootstrap resamples the test subjects instead (each subject's paired
+difference averaged over its folds and seeds).
+
+A run whose ``test_macro_f1`` is missing (None or NaN) is left out of every statistic. A compared
+run with no paired baseline counts for its own mean but not for the difference. Two baselines with
+the same pairing key are an error (the pairing would be ambiguous).
 
 A transfer row is *shifted* when its ``shift_s`` is non-zero (training-time misalignment of
 ``shift_stream``). Imports numpy; scipy inside the functions that need it.
@@ -23,7 +33,12 @@ import warnings
 
 import numpy as np
 
-ROLES = ("source", "baseline", "transfer")
+ROLES = ("source", "baseline", "null", "reference", "transfer")
+#: roles compared with the baseline like a method
+COMPARED = ("null", "reference", "transfer")
+#: the subject bootstrap is reported when a comparison has fewer test sets (folds) than this
+BOOTSTRAP_BELOW_FOLDS = 5
+BOOTSTRAP_SAMPLES = 2000
 
 
 def _finite(values) -> list[float]:
@@ -66,9 +81,66 @@ def paired_ci(diffs, level: float = 0.95) -> dict:
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n, "level": level}
 
 
+def _fold_of(r: dict) -> tuple:
+    return (r.get("split"), int(r.get("fold") or 0))
+
+
+def fold_diffs(pairs: list[tuple[dict, dict]]) -> dict:
+    """(split, fold) -> the seed-averaged paired difference of that test set, in fold order."""
+    by: dict = {}
+    for t, b in pairs:
+        by.setdefault(_fold_of(t), []).append(row_f1(t) - row_f1(b))
+    return {k: float(np.mean(v)) for k, v in sorted(by.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))}
+
+
+def fold_ci(pairs: list[tuple[dict, dict]], level: float = 0.95) -> dict:
+    """The paired difference over test sets: the seeds of each fold averaged, then
+    :func:`paired_ci` over the folds. Returns dict(mean, lo, hi, n (test sets), n_pairs (runs),
+    n_improved (test sets whose mean difference is positive), level)."""
+    per_fold = fold_diffs(pairs)
+    ci = paired_ci(list(per_fold.values()), level)
+    ci.update(n_pairs=len(pairs), n_improved=sum(d > 0 for d in per_fold.values()))
+    return ci
+
+
+def _subject_f1(r: dict) -> dict:
+    import json
+
+    v = r.get("test_subject_f1")
+    if not v:
+        return {}
+    try:
+        d = json.loads(v) if isinstance(v, str) else dict(v)
+    except ValueError:
+        return {}
+    return {str(k): float(x) for k, x in d.items() if x is not None and math.isfinite(float(x))}
+
+
+def subject_bootstrap(pairs: list[tuple[dict, dict]], level: float = 0.95, n_boot: int = BOOTSTRAP_SAMPLES,
+                      seed: int = 0) -> dict | None:
+    """Subject-level cluster bootstrap of the mean paired difference: each test subject's
+    difference (its macro-F1 in the compared run minus in the baseline) is averaged over the
+    folds and seeds that test it; the subjects are resampled with replacement ``n_boot`` times and
+    the percentile interval of the mean is returned as dict(mean, lo, hi, n_subjects, level).
+    None when fewer than 3 subjects have per-subject scores in both runs."""
+    by: dict = {}
+    for t, b in pairs:
+        ts, bs = _subject_f1(t), _subject_f1(b)
+        for s in sorted(set(ts) & set(bs)):
+            by.setdefault(s, []).append(ts[s] - bs[s])
+    if len(by) < 3:
+        return None
+    x = np.asarray([np.mean(by[s]) for s in sorted(by)], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    a = (1 - level) / 2
+    return {"mean": float(x.mean()), "lo": float(np.quantile(means, a)), "hi": float(np.quantile(means, 1 - a)),
+            "n_subjects": int(len(x)), "level": level}
+
+
 def pearson(x: list[float], y: list[float]) -> tuple:
-    """(r, p) or (None, None) when n < 3 or either series is constant."""
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    """(r, p) or (None, None) when n < 3 or either series is constant (a spread below 1e-12: rounding)."""
+    if len(x) < 3 or np.ptp(x) <= 1e-12 or np.ptp(y) <= 1e-12:
         return None, None
     from scipy import stats
 
@@ -133,7 +205,7 @@ def baseline_index(rows: list[dict]) -> dict:
 
 
 def pair_with_baselines(transfers: list[dict], bidx: dict) -> tuple[list[tuple[dict, dict]], int]:
-    """(transfer, baseline) pairs with both F1 present, and the number of transfer runs left unpaired."""
+    """(compared run, baseline) pairs with both F1 present, and the number of compared runs left unpaired."""
     pairs, unpaired = [], 0
     for t in transfers:
         if row_f1(t) is None:
