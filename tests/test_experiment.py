@@ -15,6 +15,7 @@ from dcat_cli.main import app
 from pipelines.study import experiment as ex
 from pipelines.study.experiment import ExperimentConfig, ExperimentError, build_cells, run_experiment
 from pipelines.study.report import COLUMNS
+from tests._strict_json import check_tree
 
 FAKE = dict(subjects=("s01", "s02", "s03", "s04"), recordings_per_subject=1, duration_s=24.0, seed=4, imu_snr=0.6)
 TRAIN = dict(epochs=2, d=16, heads=2, batch_size=16, block_s=6.0, video_frames=4, patience=0, oof_folds=2)
@@ -173,6 +174,8 @@ def test_tiny_grid_end_to_end_then_resume(shards, tmp_path):
     assert "Sync robustness" in md and "Overfitting" in md and "keep rate" in md
     for png in ("lambda.png", "mcma.png", "id_vs_ood.png", "shift.png"):
         assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every JSON the grid wrote (experiment.json, cell.json, configs, splits, metrics, reports) is strict
+    assert check_tree(out) >= 20
     # resume: nothing is retrained
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/best.pt")}
     res2 = run_experiment(cfg)
