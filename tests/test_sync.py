@@ -338,3 +338,19 @@ def test_an_unrecognised_imu_header_is_a_warning_naming_the_stream_and_envelope(
     info = process_recording(d, tmp_path / "b", PreprocessConfig())
     assert info["streams"]["imu"]["envelopes"] == ["gyr", "acc", "jerk"]
     assert not any("not recognised" in w for w in info["warnings"])
+
+
+def test_drift_on_a_fixed_grid_maps_window_starts_like_the_imu_rescales_timestamps():
+    """Video and audio keep their samples; a drift correction maps each window start to where the
+    drifting clock shows it, the inverse (to first order) of the IMU's timestamp rescaling."""
+    from pipelines.ingest.streams.base import Stream
+
+    s = Stream(name="audio", file="a.wav", rate_hz=30.0, t0_s=0.0, n=40000, offset_s=0.0, envelopes=[], info={})
+    starts = np.array([100.0, 600.0, 1100.0])
+    assert list(s.window_index(starts)) == [3000, 18000, 33000]
+    assert s.apply_drift(400e-6, 100.0)
+    # at 1100 s the clock, 400 ppm fast since 100 s, shows 1100.4 s: frame 33012
+    assert list(s.window_index(starts)) == [3000, 18006, 33012]
+    # the IMU's rescaling takes that stamp back to 1100 s (within a frame)
+    v = 1100.4
+    assert abs((v - 400e-6 * (v - 100.0)) - 1100.0) < 1 / 30

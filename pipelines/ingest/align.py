@@ -75,17 +75,9 @@ def _apply_group(group: list[Stream], est: dict, drift: dict | None, frame_s: fl
     shift = -(drift["offset_s"] if use_drift else est["lag_s"])
     for g in group:
         applied_drift = None
-        if use_drift:
-            d = drift["drift_ppm"] * 1e-6
-            if g.apply_drift(d, drift["t_ref_s"]):
-                applied_drift = -drift["drift_ppm"]
-            else:
-                shift_g = -est["lag_s"]
-                g.offset_s += shift_g
-                g.info.update(lag_applied_s=shift_g, drift_applied_ppm=None)
-                warnings.append(f"{g.label}: clock drift of {drift['drift_ppm']:+.0f} ppm not corrected (a "
-                                f"{g.kind} grid cannot be rescaled); the mean lag {est['lag_s']:+.3f} s was applied")
-                continue
+        if use_drift:  # IMU: timestamps rescaled; video, audio: window starts mapped (Stream.window_index)
+            g.apply_drift(drift["drift_ppm"] * 1e-6, drift["t_ref_s"])
+            applied_drift = -drift["drift_ppm"]
         g.offset_s += shift
         g.info.update(lag_applied_s=shift, drift_applied_ppm=applied_drift)
 

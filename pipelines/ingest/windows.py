@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipelines.core.errors import RecordingError
-from pipelines.core.timeutil import EPS_S, num_samples, sample_indices
+from pipelines.core.timeutil import EPS_S, num_samples
 from pipelines.ingest.config import PreprocessConfig
 from pipelines.ingest.raw import Recording, Segment
 from pipelines.ingest.streams import Stream
@@ -153,7 +153,7 @@ def gate_windows(rec: Recording, segs: list[Segment], series: list[Stream], span
     for s in series:
         s.resample(span.a, span.b, cfg)
         t_win = num_samples(w, s.rate_hz)
-        i0 = sample_indices(cand, s.start_rec_s, s.rate_hz)
+        i0 = s.window_index(cand)  # the stream's clock drift corrected (--align estimate)
         first[s.name], per_win[s.name] = i0, t_win
         gate.reject((i0 < 0) | (i0 + t_win > s.n), "length")
         i0c = np.clip(i0, 0, max(0, s.n - t_win))

@@ -8,7 +8,8 @@ registered in ``pipelines.ingest.streams.KINDS``. The per-recording pipeline
    info record (rate check, gap statistics, how it is resampled);
 2. ``complete_envelope``: only when the lag must be known before windowing (``--align estimate``);
    ``finish_envelope`` otherwise, after writing (the envelope covers every sample, kept or not);
-   ``apply_drift``: with ``--align estimate``, a clock drift is corrected (IMU: timestamps scaled);
+   ``apply_drift``: with ``--align estimate``, a clock drift is corrected (IMU: timestamps scaled;
+   video, audio: window starts mapped by ``window_index``);
 3. ``cover_rec_s``: the span it covers on the recording clock (coverage check, window span);
 4. ``resample``: onto the window grid, when the kind resamples there (IMU);
 5. ``bad_samples``: the samples a window must not contain (gaps, NaN), per rejection reason;
@@ -26,6 +27,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from pipelines.core.timeutil import sample_indices
 from pipelines.ingest.sync.envelopes import Envelope
 from pipelines.ingest.config import PreprocessConfig
 from pipelines.ingest.raw import Recording, StreamSpec
@@ -52,6 +54,8 @@ class Stream:
     frame_shape: tuple = ()
     dtype: str = "float32"
     clock: str = ""  # the clock that timestamps it (meta.json "clock"; default one per file)
+    drift: float = 0.0  # clock drift corrected when windowing (``apply_drift``; kinds on a fixed grid)
+    drift_ref_rec_s: float = 0.0  # recording time at which the drift correction is zero
 
     # ------------------------------------------------------------------ reading and checking
     @classmethod
@@ -75,8 +79,19 @@ class Stream:
 
     def apply_drift(self, drift: float, t_ref_rec_s: float) -> bool:
         """Correct a clock running ``1 + drift`` times too fast around recording time ``t_ref_rec_s``
-        (the offset is applied separately); False when the kind cannot (its grid is fixed)."""
-        return False
+        (the offset is applied separately). Kinds on a fixed grid (video, audio) keep their samples and
+        map window starts instead (``window_index``); IMU rescales its timestamps. Returns True."""
+        self.drift, self.drift_ref_rec_s = float(drift), float(t_ref_rec_s)
+        return True
+
+    def window_index(self, starts: np.ndarray) -> np.ndarray:
+        """The grid sample at which each window (recording time ``starts``) begins: with a drift
+        correction, a window at time ``u`` reads the stream where its drifting clock shows ``u``,
+        i.e. at ``u + drift * (u - drift_ref_rec_s)``."""
+        u = np.asarray(starts, dtype=np.float64)
+        if self.drift:
+            u = u + self.drift * (u - self.drift_ref_rec_s)
+        return sample_indices(u, self.start_rec_s, self.rate_hz)
 
     @property
     def label(self) -> str:
