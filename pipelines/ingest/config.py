@@ -50,7 +50,8 @@ class PreprocessConfig:
     min_purity: float = opt(0.8, "a window keeps its majority label only if that label covers at least this "
                            "fraction of it; otherwise it is dropped (`label_purity`)")
     align: str = opt("meta", "`meta`: apply `clock_offset_s` from meta.json, estimate and report the lag; "
-                    "`estimate`: also apply the estimated lag")
+                    "`estimate`: also apply reliable lag estimates (and a measured clock drift) to whole clock groups; "
+                    "uncertain ones are reported, never applied")
     max_lag_s: float = opt(2.0, "largest lag (s) searched", flag="--max-lag")
     lag_tol_s: float = opt(0.1, "a reliable estimated lag above this (s) flags the recording as out of sync",
                           flag="--lag-tol")

@@ -250,8 +250,8 @@ def _prepare_data(cfg: ExperimentConfig, out: Path, log: Callable[[str], None],
             from pipelines.ingest.preprocess import PreprocessConfig, preprocess
             from pipelines.ingest.raw import discover
 
-            log(f"preprocess {cfg.raw} -> {data} (default settings)")
-            pre = preprocess(discover([cfg.raw]), data, PreprocessConfig())
+            log(f"preprocess {cfg.raw} -> {data} (default settings, --align {cfg.align})")
+            pre = preprocess(discover([cfg.raw]), data, PreprocessConfig(align=cfg.align))
             pre_summary = {k: pre["summary"][k] for k in ("recordings", "ok", "windows_kept", "windows_dropped")}
             if pre["summary"]["failed"]:
                 raise ExperimentError("preprocess failed for: " + "; ".join(pre["summary"]["errors"]))

@@ -42,7 +42,7 @@ class ExperimentConfig:
     settings passed to every run, e.g. ``epochs``, ``d``, ``lr``).
 
     data: shards directory, or raw: a raw dataset preprocessed into ``<out>/shards`` (default
-    preprocessing settings). pairs: ``"video->imu"``, several sources ``"video+audio->imu"``.
+    preprocessing settings; ``align``: ``meta`` or ``estimate``). pairs: ``"video->imu"``, several sources ``"video+audio->imu"``.
     methods: transfer methods besides the no-transfer baseline (always run), and ``features-rf``
     (the classical reference). lambdas, mcma: D-CAT's grid. splits: ``id``, ``ood``. folds: OOD
     subject folds (default: one per subject, at most 5); id_folds: in-distribution time-block folds.
@@ -58,7 +58,10 @@ class ExperimentConfig:
                   "experiments/exp; --quick: experiments/quick)")
     data: str | None = _o(None, "shards directory to run on")
     raw: str | None = _o(None, "or a raw dataset: preprocessed into <out>/shards first (default preprocessing "
-                         "settings: clock offsets from meta.json)")
+                         "settings, with --align)")
+    align: str = _o("meta", "how a raw dataset's streams are aligned when preprocessed: `meta` (default: the "
+                    "clock offsets of meta.json; lags estimated and reported, not applied) or `estimate` (also "
+                    "apply reliable lag estimates; --quick does, as half of sample_data/ declares no offsets)")
     pairs: list = _o(["video->imu"], "comma-separated SOURCE->TARGET pairs (quote them in the shell): "
                      "'video->imu,audio->imu'; several sources: 'video+audio->imu' (default video->imu)", items=str)
     methods: list = _o(list(DEFAULT_METHODS), "transfer methods besides the no-transfer baseline (which always "
@@ -111,7 +114,7 @@ def quick_config(**over) -> ExperimentConfig:
     with MCMA on/off, logit KD, feature KD, the classical reference, and the target shifted by +-1 s."""
     base = dict(out="experiments/quick", raw="sample_data", pairs=["video->imu"], methods=list(DEFAULT_METHODS),
                 lambdas=[0.1, 1.0, 10.0], mcma=[True, False], splits=["id", "ood"], id_folds=3, folds=5, seeds=[0],
-                shifts=[1.0], null=True, train={"epochs": 12, "video_frames": 4},
+                shifts=[1.0], null=True, align="estimate", train={"epochs": 12, "video_frames": 4},
                 title="dcat experiment --quick (sample_data)")
     base.update(over)
     return ExperimentConfig(**base)
@@ -201,6 +204,8 @@ def check_config(cfg: ExperimentConfig) -> None:
     """Refuse settings that cannot make a grid (ExperimentError naming the setting)."""
     from pipelines.learn.config import METHODS
 
+    if cfg.align not in ("meta", "estimate"):
+        raise ExperimentError(f"align must be 'meta' or 'estimate', got {cfg.align!r}")
     if not (cfg.data or cfg.raw) or (cfg.data and cfg.raw):
         raise ExperimentError("give the data: either data = SHARDS_DIR or raw = RAW_DIR (preprocessed into <out>/shards)")
     if not cfg.pairs:
