@@ -354,3 +354,17 @@ def test_drift_on_a_fixed_grid_maps_window_starts_like_the_imu_rescales_timestam
     # the IMU's rescaling takes that stamp back to 1100 s (within a frame)
     v = 1100.4
     assert abs((v - 400e-6 * (v - 100.0)) - 1100.0) < 1 / 30
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 30])
+def test_moving_average_does_not_shift_the_series(n):
+    """An even window must not move events by half a sample (17 ms on a 30 Hz video envelope: it
+    biased every video-IMU lag of sample_data by about -19 ms)."""
+    from pipelines.ingest.sync.envelopes import moving_average
+
+    x = np.zeros(101)
+    x[50] = 1.0
+    y = moving_average(x, n)
+    k = np.arange(101)
+    assert (y * k).sum() / y.sum() == pytest.approx(50.0, abs=1e-9)  # centre of mass stays on the impulse
+    assert y.sum() == pytest.approx(1.0)
