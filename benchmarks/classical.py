@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -43,8 +42,7 @@ import common
 SUBSETS = ("acc", "gyr")
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = common.log
 
 
 def subset_shards(src: Path, dst: Path, prefix: str) -> list[str]:
@@ -225,11 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     from pipelines.core.io import atomic_write_text
 
     atomic_write_text(work / "classical.json", common.dumps(res))
-    if a.json:
-        log(table(summary))
-        print(common.dumps(res))
-    else:
-        print(table(summary))
+    common.emit(res, table(summary), a.json)
+    if not a.json:
         print(f"total {res['seconds']:.0f} s; rows in {work / 'classical.json'}")
 
 

@@ -8,6 +8,7 @@ this folder on the path).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,6 +52,21 @@ def shards(data: str | None, work: Path, log) -> Path:
         raise SystemExit(f"preprocessing {SAMPLE_DATA} failed: {res['summary']}")
     log(f"preprocessed {SAMPLE_DATA} into {out} ({time.perf_counter() - t0:.0f} s)")
     return out
+
+
+def log(msg: str) -> None:
+    """A progress or table line on stderr (stdout holds the figures)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def emit(res: dict, text: str, as_json: bool) -> None:
+    """The figures: ``text`` (a table) on stdout, or with ``--json`` the JSON of ``res`` on stdout and
+    ``text`` on stderr."""
+    if as_json:
+        log(text)
+        print(dumps(res))
+    else:
+        print(text)
 
 
 def dumps(obj) -> str:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -39,8 +38,7 @@ UNITS = {"id": {}, "id-fold0of3": {"split": "id", "fold": 0, "folds": 3},
 MCMA = {"on, `oof`": {}, "on, `insample`": {"mcma_correctness": "insample"}, "off": {"mcma": False}}
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = common.log
 
 
 class Clock:
@@ -145,11 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     res = {"epochs": a.epochs, "device": a.device, "ks": ks, "cost": {u: cost(u, data, runs, ks, kw) for u in units}}
     if "id" in units and not a.no_transfer:
         res["effect"] = effect(res["cost"]["id"]["run_dir"], runs, ks[-1], kw)
-    if a.json:
-        log(table(res))
-        print(common.dumps(res))
-    else:
-        print(table(res))
+    common.emit(res, table(res), a.json)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -60,8 +59,7 @@ import common
 BOOT = 2000
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = common.log
 
 
 def rules(epochs: int) -> dict:
@@ -246,11 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     res = analyse(traces, a.boot)
     if a.verify and not a.traces:
         res["verify"] = verify(traces, a.verify.split(","), data, work / "runs")
-    if a.json:
-        log(table(res))
-        print(common.dumps(res))
-    else:
-        print(table(res))
+    common.emit(res, table(res), a.json)
 
 
 if __name__ == "__main__":

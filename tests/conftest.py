@@ -9,6 +9,18 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny
+    models run faster on one, and immune to other processes on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_raw(tmp_path_factory) -> Path:
     """2 subjects x 1 recording x 12 s, AAC audio in the mp4, seed 7 (ground_truth.json beside)."""

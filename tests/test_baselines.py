@@ -27,6 +27,8 @@ from pipelines.learn.source_cache import PooledTap
 from pipelines.learn.transfer import check_settings, transfer
 from pipelines.learn.transfer_step import transfer_step
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
 
 def _randn(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
@@ -257,14 +259,6 @@ def test_inconsistent_settings_are_refused():
 FAKE = dict(subjects=("s01", "s02", "s03"), recordings_per_subject=2, duration_s=24.0, seed=4, imu_snr=0.6)
 SMALL = dict(d=16, heads=2, batch_size=16, block_s=6.0, video_frames=4, patience=0, threads=1)
 TGT = dict(heads=2, batch_size=16, patience=0, threads=1, tgt="imu")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -36,12 +36,7 @@ FAKE = dict(subjects=("s01", "s02", "s03", "s04"), recordings_per_subject=2, dur
 SMALL = dict(d=16, heads=2, epochs=6, batch_size=16, block_s=6.0, video_frames=4, patience=0, threads=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +160,8 @@ def test_oof_mask_keeps_fewer_windows_and_mcma_on_off_train_differently(shards, 
     assert src_rec["oof_file"] == str(src_dir / OOF_FILE) and src_rec["oof_sha256"] == z["hash"]
 
 
-def test_oof_is_computed_once_reused_and_recomputed_when_settings_change(shards, source, tmp_path, monkeypatch):
+def _count_fold_fits(monkeypatch) -> list:
+    """A list that grows by one each time a fold copy of the source is trained."""
     calls = []
     real = crossfit._fit_and_predict
 
@@ -174,6 +170,11 @@ def test_oof_is_computed_once_reused_and_recomputed_when_settings_change(shards,
         return real(*a, **k)
 
     monkeypatch.setattr(crossfit, "_fit_and_predict", counted)
+    return calls
+
+
+def test_oof_is_computed_once_reused_and_recomputed_when_settings_change(shards, source, tmp_path, monkeypatch):
+    calls = _count_fold_fits(monkeypatch)
     src = _fresh_source(source, tmp_path)
     kw = dict(threads=1, data=str(shards), src="video", tgt="imu", src_ckpt=str(src), epochs=2, batch_size=16,
               oof_folds=3)
@@ -295,14 +296,7 @@ def test_computing_oof_leaves_the_callers_rng_as_it_was(shards, source, tmp_path
 def test_two_transfers_starting_together_compute_the_oof_file_once(shards, source, tmp_path, monkeypatch):
     import threading
 
-    calls = []
-    real = crossfit._fit_and_predict
-
-    def counted(*a, **k):
-        calls.append(1)
-        return real(*a, **k)
-
-    monkeypatch.setattr(crossfit, "_fit_and_predict", counted)
+    calls = _count_fold_fits(monkeypatch)
     src = _fresh_source(source, tmp_path)
     paths, errors = [], []
 

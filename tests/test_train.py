@@ -27,13 +27,7 @@ FAKE = dict(subjects=("s01", "s02", "s03", "s04"), recordings_per_subject=2, dur
 SMALL = dict(d=16, heads=2, epochs=6, batch_size=16, block_s=6.0, video_frames=4, patience=0, threads=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and immune to other processes on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _sha(p):

@@ -68,7 +68,7 @@ def _message(s: Stream, ref: Stream, est: dict, cfg: PreprocessConfig, applied: 
     return msg + ("; applied (--align estimate)" if applied else "; check clock_offset_s or use --align estimate")
 
 
-def _apply_group(group: list[Stream], est: dict, drift: dict | None, frame_s: float, warnings: list[str]) -> None:
+def _apply_group(group: list[Stream], est: dict, drift: dict | None, frame_s: float) -> None:
     """Shift every stream of a clock group by the group's lag (and correct its drift)."""
     use_drift = (drift is not None and drift["status"] == "ok"
                  and abs(drift["lag_end_s"] - drift["lag_start_s"]) > frame_s)
@@ -125,7 +125,7 @@ def estimate_lags(series: list[Stream], ref: Stream, cfg: PreprocessConfig, appl
                             f"moves from {drift['lag_start_s']:+.3f} to {drift['lag_end_s']:+.3f} s"
                             + ("; offset and drift applied (--align estimate)" if apply else ""))
         if apply:
-            _apply_group(group, est, drift, frame_s, warnings)
+            _apply_group(group, est, drift, frame_s)
         for g, _e, _d in results:
             g.info["in_sync_ok"] = True if apply else worst <= cfg.lag_tol_s
         if worst > cfg.lag_tol_s:

@@ -63,11 +63,12 @@ _MECHANICS = ("data", "runs", "out", "device", "threads", "workers", "compile", 
 EPS_S = 1e-6
 
 
-def window_keys(shards: ShardSet, ids) -> np.ndarray:
-    """Window identity ``"<recording id>@<start in ms>"`` for global window ids ``ids``."""
+def window_keys(shards: ShardSet, ids, offset_s: float = 0.0) -> np.ndarray:
+    """Window identity ``"<recording id>@<start in ms>"`` for global window ids ``ids`` (with
+    ``offset_s``: of the window starting that much later in the same recording)."""
     ids = np.asarray(ids, np.int64)
     rids = np.array([r.recording_id for r in shards.recordings], dtype=object)
-    ms = np.round(shards.start_s[ids] * 1000).astype(np.int64)
+    ms = np.round((shards.start_s[ids] + offset_s) * 1000).astype(np.int64)
     return np.array([f"{r}@{m}" for r, m in zip(rids[shards.rec[ids]], ms)], dtype=str)
 
 
@@ -321,21 +322,17 @@ def _fit_and_predict(cfg: TrainConfig, shards: ShardSet, train_ids, val_ids, hel
     return pred
 
 
-def oof_correctness(path: Path, shards: ShardSet, ids, offset_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """MCMA correctness of the windows ``ids`` from an ``oof-correct.npz``: ``(correct, known)``, both
+def oof_correctness(oof: Path | dict, shards: ShardSet, ids, offset_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """MCMA correctness of the windows ``ids`` from an ``oof-correct.npz`` (its path, or its content
+    as :func:`read_oof` returns it): ``(correct, known)``, both
     [len(ids)] bool. ``known`` is False for a window the source did not train on (the full source
     never saw it, so its own prediction is already out of sample: the caller uses that). With
     ``offset_s`` (the misalignment study) the out-of-fold prediction of the source window starting
     ``offset_s`` later is compared with the window's own label (unknown where no such window was)."""
-    oof = read_oof(path)
+    oof = oof if isinstance(oof, dict) else read_oof(oof)
     index = {k: i for i, k in enumerate(oof["key"].tolist())}
     ids = np.asarray(ids, np.int64)
-    if offset_s:
-        rids = np.array([r.recording_id for r in shards.recordings], dtype=object)
-        ms = np.round((shards.start_s[ids] + offset_s) * 1000).astype(np.int64)
-        keys = [f"{r}@{m}" for r, m in zip(rids[shards.rec[ids]], ms)]
-    else:
-        keys = window_keys(shards, ids).tolist()
+    keys = window_keys(shards, ids, offset_s).tolist()
     pos = np.array([index.get(k, -1) for k in keys], np.int64)
     known = pos >= 0
     correct = np.zeros(len(ids), bool)
@@ -361,8 +358,8 @@ def mcma_masks(cfg: TransferConfig, src_dirs: dict, shards: ShardSet, train_ids,
     oof, recs = {}, {}
     for s, run_dir in src_dirs.items():
         path = ensure_oof(run_dir, cfg.data, threads, device, cfg.oof_folds, hooks)
-        correct, known = oof_correctness(path, shards, train_ids, offsets.get(s, 0.0))
         z = read_oof(path)
+        correct, known = oof_correctness(z, shards, train_ids, offsets.get(s, 0.0))
         oof[s] = {"correct": torch.from_numpy(correct).to(device), "known": torch.from_numpy(known).to(device)}
         recs[s] = {"oof_file": str(path), "oof_sha256": z["hash"], "oof_folds": int(z["settings"]["folds"]),
                    "oof_accuracy": z["accuracy"], "oof_coverage": float(known.mean()) if len(known) else 0.0}
