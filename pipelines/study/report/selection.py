@@ -15,16 +15,9 @@ from __future__ import annotations
 
 import math
 
-from pipelines.study.report.statistics import is_shifted
+from pipelines.study.report.statistics import finite_or_none, is_shifted
 
 _ROLE_ORDER = {"baseline": 0, "null": 1, "reference": 2, "transfer": 3, "source": 4}
-
-
-def _finite(v) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
 
 
 def _unit(r: dict) -> tuple:
@@ -40,9 +33,9 @@ def choose_on_validation(rows: list[dict]) -> dict:
     groups: dict = {}
     for r in rows:
         if (r.get("role") == "transfer" and r.get("method") == "dcat" and not is_shifted(r)
-                and _finite(r.get("val_macro_f1")) is not None):
+                and finite_or_none(r.get("val_macro_f1")) is not None):
             groups.setdefault((*_unit(r), r.get("tgt"), r.get("src") or ""), []).append(r)
-    return {k: min(g, key=lambda r: (-_finite(r["val_macro_f1"]), _lam(r), 0 if r.get("mcma") else 1,
+    return {k: min(g, key=lambda r: (-finite_or_none(r["val_macro_f1"]), _lam(r), 0 if r.get("mcma") else 1,
                                      str(r.get("cell"))))
             for k, g in groups.items()}
 
@@ -50,7 +43,7 @@ def choose_on_validation(rows: list[dict]) -> dict:
 def _result_key(r: dict):
     if r.get("fingerprint"):
         return ("fingerprint", r["fingerprint"])
-    vals = tuple(_finite(r.get(k)) for k in ("test_macro_f1", "test_acc", "val_macro_f1", "train_macro_f1"))
+    vals = tuple(finite_or_none(r.get(k)) for k in ("test_macro_f1", "test_acc", "val_macro_f1", "train_macro_f1"))
     return None if any(v is None for v in vals) else ("scores", vals)
 
 

@@ -153,13 +153,17 @@ def pearson(x: list[float], y: list[float]) -> tuple:
 
 # ------------------------------------------------------------------------------------------- rows
 
-def row_f1(r: dict):
-    """The row's test macro-F1, or None when it is missing or not finite."""
-    v = r.get("test_macro_f1")
+def finite_or_none(v) -> float | None:
+    """``v`` as a float, or None when it is missing or not finite."""
     if v is None:
         return None
     v = float(v)
     return v if math.isfinite(v) else None
+
+
+def row_f1(r: dict):
+    """The row's test macro-F1, or None when it is missing or not finite."""
+    return finite_or_none(r.get("test_macro_f1"))
 
 
 def row_gap(r: dict):
