@@ -15,6 +15,7 @@ import typer
 from dcat_cli.common import err_console, fail, out_console, run_guarded
 from dcat_cli.options import argument, config_command, option
 from pipelines.ingest.config import PreprocessConfig
+from pipelines.synth.config import SynthConfig
 from pipelines.core.io import to_json
 
 
@@ -245,24 +246,24 @@ def manifest_cmd(
     run_guarded(body)
 
 
-def synth_cmd(
-    out_dir: Annotated[Path, typer.Argument(help="Where to write the raw dataset.")],
-    subjects: Annotated[int, typer.Option(help="Number of subjects.")] = 5,
-    recordings: Annotated[int, typer.Option(help="Recordings per subject.")] = 3,
-    seconds: Annotated[float, typer.Option(help="Length of each recording, seconds.")] = 40.0,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 0,
-    audio: Annotated[str, typer.Option(help="'container' (AAC inside video.mp4), 'wav' (audio.wav), or 'mixed'.")] = "container",
-) -> None:
-    """Generate a synthetic raw dataset (video, audio, wrist IMU, labels) with known clock offsets.
-
-    Example: `dcat synth raw/ --subjects 5 --recordings 3 --seconds 40 --seed 0` (ground truth in raw/ground_truth.json).
-    """
-
+def _synth_body(cfg, out_dir: Path) -> None:
     def body():
-        from pipelines.synth import SynthConfig, synthesize
+        from pipelines.synth import synthesize
 
-        cfg = SynthConfig(subjects=subjects, recordings=recordings, seconds=seconds, seed=seed, audio=audio)
+        cfg.validate()
         info = synthesize(out_dir, cfg)
         out_console.print_json(to_json(info))
 
     run_guarded(body)
+
+
+SYNTH_RUN_OPTIONS = [argument("out_dir", Path, help="Where to write the raw dataset.")]
+
+# every option is a SynthConfig field (pipelines/synth/config.py), declared once
+synth_cmd = config_command(SynthConfig, _synth_body, extra=SYNTH_RUN_OPTIONS, first=1, name="synth_cmd", doc="""\
+Generate a synthetic raw dataset (video, audio, wrist IMU, labels) with known clock offsets.
+
+Example: `dcat synth raw/ --subjects 5 --recordings 3 --seconds 40 --seed 0` (ground truth in raw/ground_truth.json).
+
+Controls: `--imu-cue 0.3` (a faint IMU cue for drink/eat and stir/wipe), `--source-errors 0.2` (the camera fails 20% of the time), `--audio-strength 0.5`.
+""")

@@ -91,7 +91,7 @@ def argument(name: str, typ, *, help: str, default=_P.empty) -> inspect.Paramete
 
 # ------------------------------------------------------------------ README tables
 
-README_BLOCKS = ("preprocess", "pretrain", "transfer", "demo", "experiment", "experiment-train")
+README_BLOCKS = ("synth", "preprocess", "pretrain", "transfer", "demo", "experiment", "experiment-train")
 
 
 def extra_rows(params: list[inspect.Parameter]) -> str:
@@ -116,6 +116,10 @@ def readme_block(name: str) -> str:
     from pipelines.core.options import option_table, own_fields
     from pipelines.learn.config import EXPERIMENT_TRAIN_KEYS, TrainConfig, TransferConfig
 
+    if name == "synth":
+        from pipelines.synth.config import SynthConfig
+
+        return option_table(SynthConfig)
     if name == "preprocess":
         from dcat_cli.data_cmds import PREPROCESS_RUN_OPTIONS
         from pipelines.ingest.config import PreprocessConfig

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.synth import (CLASSES, IMU_CHANNELS, MOTION, SHARED_MOTION_PAIRS, SynthConfig, plan_dataset, synthesize,
-                             write_recording)
+from pipelines.synth import (CLASSES, FAILURE_KINDS, IMU_CHANNELS, KNOBS, MOTION, SHARED_MOTION_PAIRS, SynthConfig,
+                             plan_dataset, synthesize, write_recording)
 from pipelines.synth.video import _write_mp4
 from pipelines.core.timeutil import num_samples
 
@@ -217,7 +217,8 @@ def test_same_seed_same_output(tiny, tmp_path):
 
 @pytest.mark.parametrize("pair", SHARED_MOTION_PAIRS)
 def test_shared_motion_pair_same_imu_different_video(tmp_path, pair):
-    """Classes that share a wrist motion get the same IMU (from the same seed) but different pixels."""
+    """Classes that share a wrist motion get the same IMU (from the same seed, with imu_cue 0, the
+    default) but different pixels."""
     a, b = pair
     assert MOTION[a] == MOTION[b]
     cfg = SynthConfig(subjects=1, recordings=1, seconds=6.0, seed=5, whole_label_every=1)
@@ -314,8 +315,198 @@ def test_committed_sample_data_matches_generator():
         meta = json.loads((rec / "meta.json").read_text())
         assert not list(validator.iter_errors(meta)), rec.name
     gt = json.loads((root / "ground_truth.json").read_text())
-    assert gt["config"] == dataclasses.asdict(SynthConfig())
+    defaults = dataclasses.asdict(SynthConfig())
+    # made by the defaults; a sample_data/ from before the knobs lacks them (their defaults change nothing)
+    assert {k: defaults[k] for k in gt["config"]} == gt["config"]
+    assert set(defaults) - set(gt["config"]) <= set(KNOBS)
     for p in plan_dataset(SynthConfig()):
         segs = [(s["start"], s["end"], s["label"]) for s in gt["recordings"][p.recording]["segments"]]
         assert segs == [tuple(s) for s in p.segments]
     assert sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) < 16 * 2**20
+
+
+# ------------------------------------------------------------------ knobs: imu_cue, source_errors, audio_strength
+
+KNOBBED = SynthConfig(subjects=1, recordings=1, seconds=8.0, seed=4, audio="wav", video_size=32, imu_cue=0.5,
+                      source_errors=0.4, audio_strength=0.5)
+
+
+def test_knobs_same_seed_same_output(tmp_path):
+    a, b, plain = tmp_path / "a", tmp_path / "b", tmp_path / "plain"
+    synthesize(a, KNOBBED)
+    synthesize(b, KNOBBED)
+    files = sorted(f.relative_to(a) for f in a.rglob("*") if f.is_file())
+    assert {"s01_r01/video.mp4", "s01_r01/audio.wav", "s01_r01/imu.csv", "ground_truth.json"} <= {str(f) for f in files}
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), str(f)
+    synthesize(plain, dataclasses.replace(KNOBBED, imu_cue=0.0, source_errors=0.0, audio_strength=1.0))
+    for name in ("video.mp4", "audio.wav", "imu.csv"):  # each knob changes its stream
+        assert (plain / "s01_r01" / name).read_bytes() != (a / "s01_r01" / name).read_bytes(), name
+    gt = json.loads((a / "ground_truth.json").read_text())
+    assert set(gt["knobs"]) == {"imu_cue", "source_errors", "audio_strength"}
+    assert gt["config"]["imu_cue"] == 0.5 and gt["config"]["source_errors"] == 0.4
+
+
+def _pair_imu(tmp_path: Path, pair: tuple[str, str], cue: float) -> tuple[np.ndarray, np.ndarray]:
+    """IMU rows of one recording plan drawn as class a and as class b (same seed), with ``imu_cue`` = cue."""
+    cfg = SynthConfig(subjects=1, recordings=1, seconds=8.0, seed=5, whole_label_every=1, video_size=32, audio="wav",
+                      imu_cue=cue)
+    plan = plan_dataset(cfg)[0]
+    out = []
+    for cls in pair:
+        d = tmp_path / f"{cls}-{cue}"
+        write_recording(d, plan.with_labels({plan.whole_label: cls}), cfg)
+        out.append(_read_imu(d / "imu.csv")[1])
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("pair", SHARED_MOTION_PAIRS)
+def test_imu_cue_separates_a_shared_pair_more_as_it_grows(tmp_path, pair):
+    """At imu_cue 0 the pair's IMU is identical; above 0 it differs, and the second class's cue (a
+    higher frequency) raises the gyro's mean absolute sample-to-sample change, more with a larger cue."""
+    mad = lambda x: float(np.abs(np.diff(x[:, 4:7], axis=0)).mean())  # noqa: E731
+    diff, gap = {}, {}
+    for cue in (0.0, 0.25, 1.0):
+        a, b = _pair_imu(tmp_path, pair, cue)
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a[:, 0], b[:, 0])  # same clock: only the motion differs
+        diff[cue] = float(np.abs(a[:, 4:7] - b[:, 4:7]).mean())
+        gap[cue] = mad(b) - mad(a)
+    assert diff[0.0] == 0.0 and gap[0.0] == 0.0
+    assert diff[0.25] > 0.02 and 3.0 < diff[1.0] / diff[0.25] < 5.0  # the cue's amplitude is linear in C
+    assert 0.0 < gap[0.25] < gap[1.0] and gap[1.0] > 2 * gap[0.25]
+
+
+def test_source_errors_one_hides_the_class_from_the_camera(tmp_path):
+    """With source_errors 1 every frame is a failure frame: two classes give identical decoded video
+    (audio and IMU as without errors: the audio differs by class, the pair's IMU does not)."""
+    cfg = SynthConfig(subjects=1, recordings=1, seconds=6.0, seed=5, whole_label_every=1, video_size=64, audio="wav",
+                      source_errors=1.0)
+    plan = plan_dataset(cfg)[0]
+    eps = plan.camera_failures
+    assert eps[0][0] == 0.0 and eps[-1][1] == cfg.seconds
+    assert all(e0[1] == e1[0] for e0, e1 in zip(eps, eps[1:]))  # contiguous
+    gt = {c: write_recording(tmp_path / c, plan.with_labels({plan.whole_label: c}), cfg) for c in ("drink", "eat")}
+    video = gt["drink"]["streams"]["video"]
+    assert video["failure_share"] == 1.0 and video["failed_frames"] == video["frames"] == 180
+    assert [(e["start"], e["end"], e["kind"]) for e in video["failures"]] == [tuple(e) for e in eps]
+    # the rendered frames are identical whatever the class ...
+    from pipelines.synth.dataset import _recording_rngs
+    from pipelines.synth.motion import _latent
+    from pipelines.synth.video import _render_frames
+
+    frames = {}
+    for c in ("drink", "eat"):
+        p = plan.with_labels({plan.whole_label: c})
+        r_motion, _, _, r_video, r_cue, r_fail = _recording_rngs(p)
+        frames[c] = np.stack(list(_render_frames(p, _latent(p, r_motion, 0.0, r_cue), cfg, r_video, r_fail)))
+    np.testing.assert_array_equal(frames["drink"], frames["eat"])
+    # ... and so are the decoded ones, up to x264's rounding (its output for 64-px frames is not always
+    # bit-identical from one call to the next, with or without knobs)
+    va, vb = _video_gray(tmp_path / "drink" / "video.mp4"), _video_gray(tmp_path / "eat" / "video.mp4")
+    assert float(np.abs(va - vb).mean((1, 2)).max()) < 1.0
+    assert (tmp_path / "drink" / "audio.wav").read_bytes() != (tmp_path / "eat" / "audio.wav").read_bytes()
+    assert (tmp_path / "drink" / "imu.csv").read_bytes() == (tmp_path / "eat" / "imu.csv").read_bytes()
+
+
+def test_source_errors_share_and_episodes():
+    kinds = set()
+    for share in (0.1, 0.3, 0.7):
+        cfg = SynthConfig(subjects=3, recordings=2, seconds=40.0, seed=1, source_errors=share)
+        for p in plan_dataset(cfg):
+            eps = p.camera_failures
+            covered = sum(b - a for a, b, _ in eps)
+            assert covered / cfg.seconds == pytest.approx(share, abs=0.002), p.recording
+            assert all(0.0 <= a < b <= cfg.seconds for a, b, _ in eps)
+            assert all(e0[1] < e1[0] for e0, e1 in zip(eps, eps[1:])), eps  # sorted, apart
+            assert all(1.0 <= b - a <= 8.0 for a, b, _ in eps), eps  # a few seconds each
+            kinds |= {k for _, _, k in eps}
+    assert kinds == set(FAILURE_KINDS)
+    assert all(not p.camera_failures for p in plan_dataset(SynthConfig(subjects=2, seconds=10.0)))
+
+
+def test_source_errors_frames_inside_and_outside_episodes(tmp_path):
+    """Frames inside the failure episodes show no scene (no arm, no table), frames outside are as
+    without errors; the ground truth's share is near the asked one. Seed 6 gives one episode of
+    each kind in its three recordings."""
+    base = SynthConfig(subjects=1, recordings=3, seconds=12.0, seed=6, whole_label_every=0, video_size=64,
+                       audio="wav")
+    synthesize(tmp_path / "ok", base)
+    synthesize(tmp_path / "err", dataclasses.replace(base, source_errors=0.3))
+    truth = json.loads((tmp_path / "err" / "ground_truth.json").read_text())["recordings"]
+    kinds = []
+    for rec, entry in truth.items():
+        gt = entry["streams"]["video"]
+        assert gt["failure_share"] == pytest.approx(0.3, abs=0.002)
+        assert gt["failed_frames"] / gt["frames"] == pytest.approx(0.3, abs=0.02)
+        ok, err = _video_gray(tmp_path / "ok" / rec / "video.mp4"), _video_gray(tmp_path / "err" / rec / "video.mp4")
+        t = np.arange(len(ok)) / base.fps
+        inside = np.zeros(len(ok), dtype=bool)
+        for e in gt["failures"]:
+            kinds.append(e["kind"])
+            inside |= (t >= e["start"]) & (t < e["end"])
+            m = (t >= e["start"] + 0.1) & (t < e["end"] - 0.1)
+            lower = err[m, 48:]  # where the table and the resting hand are in the real scene
+            assert ok[m, 48:].std(axis=(1, 2)).min() > 10  # (the real scene has edges there)
+            if e["kind"] == "darkness":
+                assert err[m].mean() < 25 and err[m].std(axis=(1, 2)).max() < 8
+            else:  # a uniform occluder or the wall: no table edge, no arm
+                assert lower.std(axis=(1, 2)).max() < 8, e
+        assert int(inside.sum()) == gt["failed_frames"]
+        d = np.abs(ok - err).mean((1, 2))
+        assert d[inside].min() > 10 and np.median(d[~inside]) < 1.5
+    assert sorted(kinds) == sorted(FAILURE_KINDS)
+
+
+def _wav(path: Path) -> np.ndarray:
+    import soundfile as sf
+
+    return sf.read(str(path), dtype="float64")[0]
+
+
+def test_audio_strength_scales_the_class_sounds_only(tmp_path):
+    cfg = SynthConfig(subjects=1, recordings=1, seconds=8.0, seed=2, whole_label_every=1, video_size=32, audio="wav")
+    x = {}
+    for s in (0.0, 0.5, 1.0):
+        synthesize(tmp_path / str(s), dataclasses.replace(cfg, audio_strength=s))
+        x[s] = _wav(tmp_path / str(s) / "s01_r01" / "audio.wav")
+    rms = {s: float(np.sqrt(np.mean(v ** 2))) for s, v in x.items()}
+    assert rms[0.0] < 0.006  # the background noise alone (0.002-0.005 rms)
+    assert rms[1.0] > 3 * rms[0.0]
+    # same random draws: the class part is linear in the strength (up to 16-bit rounding)
+    np.testing.assert_allclose(x[0.5] - x[0.0], 0.5 * (x[1.0] - x[0.0]), atol=2.0 / 2 ** 15)
+
+
+def test_knob_validation():
+    for kw, name in ((dict(imu_cue=1.5), "imu_cue"), (dict(imu_cue=-0.1), "imu_cue"),
+                     (dict(source_errors=2.0), "source_errors"), (dict(audio_strength=-1.0), "audio_strength"),
+                     (dict(audio_strength=float("nan")), "audio_strength")):
+        with pytest.raises(ValueError, match=name):
+            plan_dataset(SynthConfig(**kw))
+
+
+def test_synth_cli_options_come_from_the_config(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import pipelines.synth
+    from dcat_cli.data_cmds import synth_cmd
+    from dcat_cli.main import app
+    from pipelines.core.options import cli_fields
+
+    assert list(synth_cmd.__signature__.parameters) == ["out_dir"] + [f.name for f in cli_fields(SynthConfig)]
+    got = {}
+
+    def fake(out_dir, cfg):
+        got.update(out_dir=out_dir, cfg=cfg)
+        return {"out_dir": str(out_dir)}
+
+    monkeypatch.setattr(pipelines.synth, "synthesize", fake)
+    r = CliRunner().invoke(app, ["synth", str(tmp_path / "raw"), "--subjects", "2", "--seconds", "9", "--audio", "wav",
+                                 "--imu-cue", "0.3", "--source-errors", "0.25", "--audio-strength", "0.5",
+                                 "--no-dropouts", "--video-size", "64"])
+    assert r.exit_code == 0, r.output
+    assert got["out_dir"] == tmp_path / "raw"
+    assert got["cfg"] == SynthConfig(subjects=2, seconds=9.0, audio="wav", imu_cue=0.3, source_errors=0.25,
+                                     audio_strength=0.5, dropouts=False, video_size=64)
+    bad = CliRunner().invoke(app, ["synth", str(tmp_path / "raw"), "--imu-cue", "2"])
+    assert bad.exit_code == 1 and "imu_cue" in bad.output and "Traceback" not in bad.output

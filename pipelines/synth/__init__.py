@@ -13,19 +13,37 @@ One latent 3-D wrist trajectory per recording drives every stream:
   with noise, bias, rate drift, timestamp jitter, dropouts and a clock offset.
 
 Classes that share a wrist motion (:data:`SHARED_MOTION_PAIRS`) differ only in what the camera sees
-and hears. Given the same recording seed, the IMU file of a recording does not depend on which class
-of a motion group is drawn (tests rely on this).
+and hears. Given the same recording seed and ``imu_cue`` 0 (the default), the IMU file of a recording
+does not depend on which class of a motion group is drawn (tests rely on this); ``imu_cue`` C > 0 adds
+a class-specific wrist component that makes the pair's IMU differ, more as C grows.
 
-Modules, in the order a recording is made: ``plan`` (SynthConfig, class and motion tables, every
-random choice above the sample level), ``motion`` (the latent wrist trajectory, arm and ideal IMU
+Knobs for positive and negative controls (:data:`~pipelines.synth.plan.KNOBS`, repeated in
+ground_truth.json): ``imu_cue``; ``source_errors`` (camera failure episodes, frames with no class
+information); ``audio_strength`` (class sounds against the background). Their defaults reproduce the
+media files of ``sample_data/`` byte for byte; each knob that is on draws from a random stream of its own.
+
+Modules, in the order a recording is made: ``config`` (SynthConfig: the options, their checks and
+the knobs' meaning; no numpy), ``plan`` (class and motion tables, every random choice above the
+sample level), ``motion`` (the latent wrist trajectory, arm and ideal IMU
 signals), ``imu``, ``audio`` and ``video`` (one stream each), ``dataset`` (recording folders,
 ground_truth.json and the time convention it records). Media libraries (PyAV, soundfile) are
 imported inside the functions that write files.
 """
 
-from pipelines.synth.dataset import synthesize, write_recording
-from pipelines.synth.imu import IMU_CHANNELS
-from pipelines.synth.plan import AUDIO_MODES, CLASSES, MOTION, SHARED_MOTION_PAIRS, SynthConfig, plan_dataset
+from pipelines.synth.config import AUDIO_MODES, FAILURE_KINDS, KNOBS, SynthConfig, SynthConfigError
 
-__all__ = ["AUDIO_MODES", "CLASSES", "IMU_CHANNELS", "MOTION", "SHARED_MOTION_PAIRS", "SynthConfig", "plan_dataset",
-           "synthesize", "write_recording"]
+# the rest needs numpy: imported on first use, so the command line starts without it
+_LAZY = {"synthesize": "dataset", "write_recording": "dataset", "IMU_CHANNELS": "imu", "CLASSES": "plan",
+         "MOTION": "plan", "SHARED_MOTION_PAIRS": "plan", "plan_dataset": "plan"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"pipelines.synth.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'pipelines.synth' has no attribute {name!r}")
+
+
+__all__ = ["AUDIO_MODES", "CLASSES", "FAILURE_KINDS", "IMU_CHANNELS", "KNOBS", "MOTION", "SHARED_MOTION_PAIRS",
+           "SynthConfig", "SynthConfigError", "plan_dataset", "synthesize", "write_recording"]

@@ -1,7 +1,8 @@
 """The audio stream: class-specific sounds placed at the motion events (clinks, thumps, slurps,
 crunches), a continuous sound that follows the wrist speed while the hand moves, and low background
-noise. It becomes the AAC track of ``video.mp4`` (on the video clock) or a separate ``audio.wav``
-with a clock offset of its own. soundfile is imported inside the function that writes the wav."""
+noise; ``audio_strength`` scales the class sounds, not the background. It becomes the AAC track of
+``video.mp4`` (on the video clock) or a separate ``audio.wav`` with a clock offset of its own.
+soundfile is imported inside the function that writes the wav."""
 
 from __future__ import annotations
 
@@ -80,8 +81,10 @@ _CONTINUOUS_SOUNDS = {
 }
 
 
-def _audio_track(plan: RecordingPlan, lat: _Latent, t0: float, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """Mono waveform whose sample k is at recording time ``t0 + k / sr``."""
+def _audio_track(plan: RecordingPlan, lat: _Latent, t0: float, n: int, sr: int, rng: np.random.Generator,
+                 strength: float = 1.0) -> np.ndarray:
+    """Mono waveform whose sample k is at recording time ``t0 + k / sr``; ``strength`` scales the
+    class-specific sounds (not the background), with the same random draws for any value."""
     from scipy.signal import butter, sosfilt
 
     tau = t0 + np.arange(n) / sr
@@ -97,7 +100,7 @@ def _audio_track(plan: RecordingPlan, lat: _Latent, t0: float, n: int, sr: int, 
         if not js:
             continue
         mask = np.isin(seg_of, js)
-        x += mask * gain * speed * _bandnoise(rng, n, lo, hi, sr)
+        x += mask * (gain * strength) * speed * _bandnoise(rng, n, lo, hi, sr)
     for te, kind, j in lat.events:
         sound = _EVENT_SOUNDS.get(plan.segments[j][2], {}).get(kind)
         if sound is None:
@@ -106,7 +109,7 @@ def _audio_track(plan: RecordingPlan, lat: _Latent, t0: float, n: int, sr: int, 
         k0 = int(math.floor((te - t0) * sr + 0.5))
         a, b = max(k0, 0), min(k0 + len(tpl), n)
         if b > a:
-            x[a:b] += tpl[a - k0:b - k0]
+            x[a:b] += strength * tpl[a - k0:b - k0]
     return np.clip(x, -0.99, 0.99).astype(np.float32)
 
 
@@ -117,12 +120,12 @@ def _make_audio(rec_dir: Path, plan: RecordingPlan, lat: _Latent, cfg: SynthConf
     and the track is None. Also returns the facts for ground truth (file, start_s, end_s)."""
     sr = cfg.audio_sr
     if plan.audio_mode == "container":
-        audio = _audio_track(plan, lat, 0.0, num_samples(plan.seconds, sr), sr, rng)
+        audio = _audio_track(plan, lat, 0.0, num_samples(plan.seconds, sr), sr, rng, cfg.audio_strength)
         return audio, {"file": "video.mp4", "start_s": 0.0, "end_s": _r(len(audio) / sr, 6)}
     import soundfile as sf
 
     n_a = num_samples(plan.audio_end_s - plan.audio_true_offset_s, sr)
-    wav = _audio_track(plan, lat, plan.audio_true_offset_s, n_a, sr, rng)
+    wav = _audio_track(plan, lat, plan.audio_true_offset_s, n_a, sr, rng, cfg.audio_strength)
     sf.write(str(rec_dir / "audio.wav"), wav, sr, subtype="PCM_16")
     return None, {"file": "audio.wav", "start_s": plan.audio_true_offset_s,
                   "end_s": _r(plan.audio_true_offset_s + n_a / sr, 6)}

@@ -24,7 +24,8 @@ from pipelines.core.timeutil import num_samples
 from pipelines.synth.audio import _make_audio
 from pipelines.synth.imu import IMU_CHANNELS, IMU_UNITS, _imu_table, _write_imu_csv
 from pipelines.synth.motion import _Latent, _latent
-from pipelines.synth.plan import CLASSES, MOTION, SHARED_MOTION_PAIRS, RecordingPlan, SynthConfig, _r, plan_dataset
+from pipelines.synth.config import KNOBS, SynthConfig
+from pipelines.synth.plan import CLASSES, MOTION, SHARED_MOTION_PAIRS, RecordingPlan, _r, plan_dataset
 from pipelines.synth.video import _render_frames, _write_mp4
 
 _CONVENTION = ("video is the reference clock (recording time = video time). An event at recording "
@@ -38,9 +39,11 @@ def _json_dump(path: Path, obj) -> None:
 
 
 def _recording_rngs(plan: RecordingPlan) -> list[np.random.Generator]:
-    """Independent random streams (motion, imu, audio, video) of one recording."""
+    """Independent random streams (motion, imu, audio, video, imu cue, camera-failure noise) of one
+    recording. ``SeedSequence`` children are deterministic by index, so the first four are the same
+    whether or not the last two are used."""
     ss = np.random.SeedSequence([plan.seed, 2, plan.index])
-    return [np.random.default_rng(s) for s in ss.spawn(4)]
+    return [np.random.default_rng(s) for s in ss.spawn(6)]
 
 
 def write_recording(rec_dir: Path, plan: RecordingPlan, cfg: SynthConfig) -> dict:
@@ -49,9 +52,9 @@ def write_recording(rec_dir: Path, plan: RecordingPlan, cfg: SynthConfig) -> dic
     if rec_dir.exists():
         shutil.rmtree(rec_dir)
     rec_dir.mkdir(parents=True)
-    rng_motion, rng_imu, rng_audio, rng_video = _recording_rngs(plan)
+    rng_motion, rng_imu, rng_audio, rng_video, rng_cue, rng_fail = _recording_rngs(plan)
 
-    lat = _latent(plan, rng_motion)
+    lat = _latent(plan, rng_motion, cfg.imu_cue, rng_cue)
 
     table, imu_facts = _imu_table(plan, lat, cfg, rng_imu)
     _write_imu_csv(rec_dir / "imu.csv", table)
@@ -59,7 +62,7 @@ def write_recording(rec_dir: Path, plan: RecordingPlan, cfg: SynthConfig) -> dic
     audio, audio_facts = _make_audio(rec_dir, plan, lat, cfg, rng_audio)
 
     n_frames = num_samples(plan.seconds, cfg.fps)
-    _write_mp4(rec_dir / "video.mp4", _render_frames(plan, lat, cfg, rng_video), n_frames, cfg, audio)
+    _write_mp4(rec_dir / "video.mp4", _render_frames(plan, lat, cfg, rng_video, rng_fail), n_frames, cfg, audio)
 
     if plan.whole_label is None:
         lines = ["start,end,label"] + [f"{a:.3f},{b:.3f},{c}" for a, b, c in plan.segments]
@@ -67,6 +70,18 @@ def write_recording(rec_dir: Path, plan: RecordingPlan, cfg: SynthConfig) -> dic
 
     _json_dump(rec_dir / "meta.json", _meta(plan, cfg, audio_facts["file"]))
     return _truth_entry(plan, lat, cfg, n_frames, audio_facts, imu_facts)
+
+
+def _camera_failures(plan: RecordingPlan, cfg: SynthConfig, n_frames: int) -> dict:
+    """Ground truth of the camera failure episodes (``source_errors``): the episodes, the share of the
+    recording's time they cover and the number of frames they blank."""
+    tf = np.arange(n_frames) / cfg.fps
+    failed = np.zeros(n_frames, dtype=bool)
+    for a, b, _ in plan.camera_failures:
+        failed |= (tf >= a) & (tf < b)
+    covered = sum(b - a for a, b, _ in plan.camera_failures)
+    return {"failures": [{"start": a, "end": b, "kind": k} for a, b, k in plan.camera_failures],
+            "failure_share": _r(covered / plan.seconds), "failed_frames": int(failed.sum())}
 
 
 def _audio_offsets(plan: RecordingPlan) -> tuple[float, float]:
@@ -114,7 +129,8 @@ def _truth_entry(plan: RecordingPlan, lat: _Latent, cfg: SynthConfig, n_frames: 
         "strokes": [[round(a, 3), round(b, 3)] for a, b, _ in lat.strokes],
         "streams": {
             "video": {"file": "video.mp4", "true_clock_offset_s": 0.0, "declared_clock_offset_s": 0.0,
-                      "expected_lag_s": 0.0, "rate_hz": cfg.fps, "frames": n_frames},
+                      "expected_lag_s": 0.0, "rate_hz": cfg.fps, "frames": n_frames,
+                      **_camera_failures(plan, cfg, n_frames)},
             "audio": {**audio_facts, "true_clock_offset_s": audio_true, "declared_clock_offset_s": audio_decl,
                       "expected_lag_s": _lag(audio_decl, audio_true), "rate_hz": cfg.audio_sr},
             "imu": {"file": "imu.csv", "true_clock_offset_s": plan.imu_true_offset_s,
@@ -132,7 +148,8 @@ def synthesize(out_dir: Path, cfg: SynthConfig, progress: Callable[[int, int], N
 
     ``out_dir/<subject>_<session>/`` gets ``meta.json``, ``video.mp4``, ``imu.csv``, ``labels.csv`` (or a
     meta ``label``) and, with ``audio="wav"``, ``audio.wav``. ``out_dir/ground_truth.json`` (no
-    meta.json, so not a recording) holds the true clocks, dropouts, segments and ``expected_lag_s``.
+    meta.json, so not a recording) holds the true clocks, dropouts, segments, ``expected_lag_s``, the
+    camera failure episodes (``streams.video.failures``) and what each knob means (``knobs``).
     Deterministic given ``cfg`` (and the same PyAV / x264 build).
     """
     t_start = time.perf_counter()
@@ -155,6 +172,7 @@ def synthesize(out_dir: Path, cfg: SynthConfig, progress: Callable[[int, int], N
         "generator": "pipelines.synth",
         "version": __version__,
         "config": dataclasses.asdict(cfg),
+        "knobs": dict(KNOBS),
         "classes": list(CLASSES),
         "motion": dict(MOTION),
         "shared_motion_pairs": [list(p) for p in SHARED_MOTION_PAIRS],

@@ -3,8 +3,12 @@ slow drift), the arm that reaches it (two-link inverse kinematics) and the ideal
 derived from it (specific force and angular velocity of the forearm, in the sensor frame).
 
 Every stream is rendered from this: the IMU samples the ideal signals, audio places sounds at the
-motion events, video draws the arm. The trajectory uses only the motion of each segment (not its
-class), so classes that share a motion get identical trajectories from the same random stream.
+motion events, video draws the arm. With ``imu_cue`` 0 (the default) the trajectory uses only the
+motion of each segment (not its class), so classes that share a motion get identical trajectories
+from the same random stream. With ``imu_cue`` C > 0, :func:`_add_imu_cue` adds, during the strokes
+of the classes of :data:`_CUE`, a class-specific forearm-roll oscillation and wrist displacement
+whose amplitude is C times the table's, with random frequency jitter and phase from a random stream
+of its own: the two classes of a shared pair then differ on the IMU, more as C grows.
 """
 
 from __future__ import annotations
@@ -29,6 +33,19 @@ _UPPER_ARM = 0.30
 _FOREARM = 0.28
 _TABLE_Z = -0.40  # table top, body frame (shoulder height = 0)
 _ELBOW_POLE = np.array([-0.5, -0.3, -1.0]) / np.linalg.norm([-0.5, -0.3, -1.0])
+
+
+# imu_cue: class -> (frequency Hz, unit axis of the wrist displacement in the body frame). At C = 1 a
+# stroke carries a roll oscillation of _CUE_ROLL_RAD and a displacement of _CUE_DISP_M at that
+# frequency; both scale linearly with C.
+_CUE: dict[str, tuple[float, tuple[float, float, float]]] = {
+    "drink": (3.0, (0.0, 1.0, 0.0)),  # a slow forward-back tilt of the cup
+    "eat": (5.5, (1.0, 0.0, 0.0)),  # a quicker sideways scooping jiggle
+    "stir": (4.5, (0.0, 0.0, 1.0)),  # the spoon bobbing up and down
+    "wipe": (7.0, (1.0, 0.0, 0.0)),  # fast sideways scrubbing
+}
+_CUE_ROLL_RAD = 0.05
+_CUE_DISP_M = 0.0025
 
 
 def _rest_pose(motion: str) -> np.ndarray:
@@ -57,11 +74,13 @@ class _Latent:
     strokes: list[tuple[float, float, int]]  # (start, end, segment index), recording time
 
 
-def _latent(plan: RecordingPlan, rng: np.random.Generator) -> _Latent:
+def _latent(plan: RecordingPlan, rng: np.random.Generator, imu_cue: float = 0.0,
+            cue_rng: np.random.Generator | None = None) -> _Latent:
     """The wrist trajectory, arm pose and ideal IMU signals on a 1 kHz grid.
 
-    Uses only ``rng`` and the motion of each segment (not its class), so classes that share a motion
-    get identical trajectories from the same random stream.
+    With ``imu_cue`` 0 uses only ``rng`` and the motion of each segment (not its class), so classes
+    that share a motion get identical trajectories from the same random stream. With ``imu_cue`` > 0
+    the class-specific cue (:func:`_add_imu_cue`) is drawn from ``cue_rng``.
     """
     subj = plan.subject
     bs = subj.body_scale
@@ -77,6 +96,10 @@ def _latent(plan: RecordingPlan, rng: np.random.Generator) -> _Latent:
     for j, (a, b, c) in enumerate(segs):
         strokes.add_segment(j, a, b, MOTION[c], rests[j])
     drift = _slow_drift(t, rng)
+    if imu_cue > 0.0:
+        if cue_rng is None:
+            raise ValueError("_latent: imu_cue > 0 needs cue_rng")
+        _add_imu_cue(strokes, segs, imu_cue, cue_rng)
     wrist = rest + strokes.disp + drift
     elbow, wrist = _two_link_ik(shoulder, wrist, _UPPER_ARM * bs, _FOREARM * bs)
 
@@ -204,6 +227,26 @@ class _Strokes:
         self.disp[sl, 2] += h * np.abs(np.sin(np.pi * tt / period))
         self.disp[sl, 1] += 0.2 * h * np.abs(np.sin(np.pi * tt / period))
         self.events += [(ts + k * period, "impact", j) for k in range(1, n_taps + 1)]
+
+
+def _add_imu_cue(strokes: "_Strokes", segs: list[tuple[float, float, str]], cue: float,
+                 rng: np.random.Generator) -> None:
+    """Add, during each stroke of a class in :data:`_CUE`, a roll oscillation and a wrist displacement
+    at the class's frequency (jittered by +-10 %, random phase), amplitude ``cue`` times the table's,
+    tapered in and out. Two draws per stroke whatever its class, so the draws do not depend on which
+    class of a pair a segment is."""
+    t = strokes.t
+    for ts, te, j in strokes.strokes:
+        jitter, phase = rng.uniform(-0.1, 0.1), rng.uniform(0.0, 2 * np.pi)
+        spec = _CUE.get(segs[j][2])
+        if spec is None:
+            continue
+        f0, axis = spec
+        i0, i1 = int(np.searchsorted(t, ts)), int(np.searchsorted(t, te))
+        tt = t[i0:i1] - ts
+        osc = np.sin(2 * np.pi * f0 * (1.0 + jitter) * tt + phase) * _taper(tt / (te - ts), 0.25)
+        strokes.roll[i0:i1] += cue * _CUE_ROLL_RAD * osc
+        strokes.disp[i0:i1] += (cue * _CUE_DISP_M * osc)[:, None] * np.asarray(axis)
 
 
 def _slow_drift(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:

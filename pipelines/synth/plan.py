@@ -4,8 +4,11 @@ decided by :func:`plan_dataset` before anything is rendered.
 
 Classes come in groups that share one wrist motion (:data:`MOTION`): ``drink``/``eat`` (lift to the
 mouth) and ``stir``/``wipe`` (circles over the table) differ only in the objects the camera sees (and
-in their sounds), so the wrist IMU cannot separate them; ``wave`` and ``knock`` have motions of
-their own.
+in their sounds), so with ``imu_cue`` 0 (the default) the wrist IMU cannot separate them; ``imu_cue`` > 0
+adds a class-specific wrist component (pipelines/synth/motion.py). ``wave`` and ``knock`` have motions
+of their own. The camera failure episodes of ``source_errors`` are planned here too, from a random
+stream of their own. :class:`SynthConfig` lives in ``pipelines.synth.config`` (importable without
+numpy, for the command line) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from pipelines.synth.config import AUDIO_MODES, FAILURE_KINDS, KNOBS, SynthConfig, SynthConfigError  # noqa: F401
 
 CLASSES: list[str] = ["wave", "drink", "eat", "stir", "wipe", "knock"]
 
@@ -29,52 +34,8 @@ MOTION: dict[str, str] = {
     "knock": "tap",
 }
 
-#: Class pairs that share one wrist motion: the IMU cannot tell them apart, the camera can.
+#: Class pairs that share one wrist motion: with imu_cue 0 the IMU cannot tell them apart, the camera can.
 SHARED_MOTION_PAIRS: list[tuple[str, str]] = [("drink", "eat"), ("stir", "wipe")]
-
-AUDIO_MODES = ("container", "wav", "mixed")
-
-
-@dataclass
-class SynthConfig:
-    """What :func:`~pipelines.synth.dataset.synthesize` writes. The defaults reproduce the committed
-    ``sample_data/``."""
-
-    subjects: int = 5  # subjects s01..sNN
-    recordings: int = 3  # recordings per subject
-    seconds: float = 40.0  # length of each recording (video length)
-    seed: int = 0
-    video_size: int = 128  # native square frame size (preprocessing resizes to 112 by default)
-    fps: float = 30.0  # native video frame rate
-    imu_hz: float = 100.0  # nominal IMU rate (declared in meta.json as rate_hz)
-    audio_sr: int = 16000  # audio sample rate
-    audio: str = "container"  # "container": AAC in video.mp4; "wav": separate audio.wav; "mixed": alternate
-    max_offset_s: float = 1.0  # true IMU (and wav audio) clock offsets drawn in [-max, max]
-    declared_fraction: float = 0.5  # fraction of recordings whose meta.json declares the true offsets
-    dropouts: bool = True  # IMU dropouts (rows removed over 0.3-1.5 s) in some recordings
-    whole_label_every: int = 8  # if >0, every k-th recording is single-activity, labelled via meta "label"
-    crf: int = 23  # x264 constant rate factor (higher = smaller files)
-    keyframe_interval: int = 15  # frames between H.264 keyframes (random access)
-    audio_kbps: int = 32  # AAC bit rate
-
-    def validate(self) -> None:
-        if self.subjects < 1 or self.recordings < 1:
-            raise ValueError(f"synth needs subjects >= 1 and recordings >= 1, got {self.subjects}, {self.recordings}")
-        if self.seconds < 3.0:
-            raise ValueError(f"synth needs seconds >= 3 (one activity segment), got {self.seconds}")
-        if self.audio not in AUDIO_MODES:
-            raise ValueError(f"synth audio must be one of {AUDIO_MODES}, got {self.audio!r}")
-        if self.video_size < 32 or self.video_size % 2:
-            raise ValueError(f"synth video_size must be even and >= 32, got {self.video_size}")
-        if self.fps <= 0 or self.imu_hz <= 0 or self.audio_sr < 8000:
-            raise ValueError("synth needs fps > 0, imu_hz > 0 and audio_sr >= 8000")
-        if not 0.0 <= self.declared_fraction <= 1.0:
-            raise ValueError(f"synth declared_fraction must be in [0, 1], got {self.declared_fraction}")
-        if self.max_offset_s < 0:
-            raise ValueError(f"synth max_offset_s must be >= 0, got {self.max_offset_s}")
-        if self.keyframe_interval < 1:
-            raise ValueError(f"synth keyframe_interval must be >= 1, got {self.keyframe_interval}")
-
 
 @dataclass
 class SubjectParams:
@@ -125,6 +86,7 @@ class RecordingPlan:
     imu_dropouts: list[tuple[float, float]] = field(default_factory=list)  # recording clock
     audio_true_offset_s: float = 0.0  # wav only (container audio shares the video clock)
     audio_end_s: float = 0.0  # wav only: end of the wav on the recording clock
+    camera_failures: list[tuple[float, float, str]] = field(default_factory=list)  # (start, end, kind), recording clock
 
     @property
     def imu_declared_offset_s(self) -> float:
@@ -259,6 +221,27 @@ def _plan_dropouts(rng: np.random.Generator, seconds: float) -> list[tuple[float
     return drops
 
 
+def _plan_camera_failures(rng: np.random.Generator, seconds: float, share: float) -> list[tuple[float, float, str]]:
+    """Camera failure episodes covering ``share`` of [0, seconds]: about 3 s each (random lengths of
+    at least half their mean that sum to ``share * seconds``), separated by random gaps, each of a
+    random kind. Draws nothing when ``share`` is 0; ``share`` 1 covers the whole recording."""
+    if share <= 0.0:
+        return []
+    fail_s = share * seconds
+    k = max(1, int(round(fail_s / 3.0)))
+    lengths = fail_s * (0.5 / k + 0.5 * rng.dirichlet(np.full(k, 4.0)))  # each at least half the mean
+    gaps = (seconds - fail_s) * rng.dirichlet(np.full(k + 1, 2.0))
+    kinds = rng.integers(len(FAILURE_KINDS), size=k)
+    episodes = []
+    t = float(gaps[0])
+    for i in range(k):
+        a, b = round(t, 3), round(min(t + float(lengths[i]), seconds), 3)
+        if b > a:
+            episodes.append((a, b, FAILURE_KINDS[int(kinds[i])]))
+        t += float(lengths[i]) + float(gaps[i + 1])
+    return episodes
+
+
 def _recording_flags(cfg: SynthConfig, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Which of the ``n`` recordings declare their true offsets, and which get IMU dropouts."""
     n_declared = int(math.floor(cfg.declared_fraction * n + 0.5))
@@ -314,6 +297,7 @@ def _plan_recording(cfg: SynthConfig, i: int, subj: SubjectParams, rng: np.rando
         imu_dropouts=drops,
         audio_true_offset_s=audio_off,
         audio_end_s=audio_end,
+        camera_failures=_plan_camera_failures(np.random.default_rng([cfg.seed, 4, i]), cfg.seconds, cfg.source_errors),
     )
 
 

@@ -1,8 +1,9 @@
 """The video stream (``video.mp4``, H.264 yuv420p, short GOP): a frontal, slightly elevated camera sees
 a person at a table (torso, head, right arm drawn from the shoulder through the elbow to the hand) plus
-the class's objects (cup, bowl and spoon, pot and spoon, cloth). Frames are drawn anti-aliased with
-:class:`_Canvas` and written, with the container audio track if any, by :func:`_write_mp4`. PyAV is
-imported inside the function that writes the file."""
+the class's objects (cup, bowl and spoon, pot and spoon, cloth), except during the camera failure
+episodes of ``source_errors`` (darkness, occlusion, out of frame: :class:`_Failures`). Frames are
+drawn anti-aliased with :class:`_Canvas` and written, with the container audio track if any, by
+:func:`_write_mp4`. PyAV is imported inside the function that writes the file."""
 
 from __future__ import annotations
 
@@ -99,9 +100,10 @@ class _Camera:
         return np.stack([u, v], axis=-1)
 
 
-def _render_frames(plan: RecordingPlan, lat: _Latent, cfg: SynthConfig,
-                   rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Yield uint8 (size, size, 3) frames; frame i shows recording time i / fps."""
+def _render_frames(plan: RecordingPlan, lat: _Latent, cfg: SynthConfig, rng: np.random.Generator,
+                   fail_rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    """Yield uint8 (size, size, 3) frames; frame i shows recording time i / fps. Frames inside one of
+    ``plan.camera_failures`` come from :class:`_Failures` (noise from ``fail_rng``)."""
     subj = plan.subject
     cam = _Camera(subj, cfg.video_size)
     n_frames = num_samples(plan.seconds, cfg.fps)
@@ -115,7 +117,13 @@ def _render_frames(plan: RecordingPlan, lat: _Latent, cfg: SynthConfig,
     layers = _segment_layers(plan, lat, base, cam, rng)
     seg_starts = np.array([s[0] for s in plan.segments])
     seg_ends = np.array([s[1] for s in plan.segments])
+    failures = _Failures(plan, base, fail_rng) if plan.camera_failures else None
     for i in range(n_frames):
+        if failures is not None:
+            bad = failures.frame(tf[i])
+            if bad is not None:
+                yield bad
+                continue
         j = int(np.searchsorted(seg_starts, tf[i], side="right")) - 1
         active = j >= 0 and tf[i] < seg_ends[j]
         img = (layers[j] if active else base).copy()
@@ -183,6 +191,47 @@ def _segment_layers(plan: RecordingPlan, lat: _Latent, base: np.ndarray, cam: _C
             lc.ellipse(cam(pot_top), 0.11 * k, 0.03 * k, _POT_RIM)
         layers.append(layer)
     return layers
+
+
+class _Failures:
+    """Frames of the camera failure episodes: nothing in them depends on the class or the arm.
+
+    ``darkness``: a nearly black frame with sensor noise; ``occlusion``: the static scene (no arm, no
+    objects) with a dark blur covering the arm and the table; ``out_of_frame``: the camera turned to
+    the wall (the wall's colour, a slight gradient, noise). Each episode's look is drawn once, the
+    noise per frame, all from the stream ``rng``."""
+
+    def __init__(self, plan: RecordingPlan, base: np.ndarray, rng: np.random.Generator | None):
+        if rng is None:
+            raise ValueError("_Failures: camera failures need their random stream")
+        self.rng = rng
+        self.size = size = base.shape[0]
+        self.episodes = []
+        rows = np.arange(size, dtype=np.float32)[:, None, None]
+        wall = np.asarray(plan.subject.background_rgb, dtype=np.float32)
+        for a, b, kind in plan.camera_failures:
+            if kind == "darkness":
+                img = np.full((size, size, 3), rng.uniform(4.0, 12.0), dtype=np.float32)
+                sd = 3.0
+            elif kind == "occlusion":
+                top = rng.uniform(0.25, 0.45) * size
+                alpha = np.clip((rows - top) / (0.06 * size), 0.0, 1.0)
+                cover = np.float32(rng.uniform(30.0, 70.0)) * np.array([1.0, 0.95, 0.9], dtype=np.float32)
+                img = base + alpha * (cover - base)
+                sd = 2.0
+            else:
+                shade = 1.0 + rng.uniform(-0.08, 0.08) * (rows / size - 0.5)
+                img = np.broadcast_to(wall * np.float32(rng.uniform(0.85, 1.05)) * shade, (size, size, 3))
+                sd = 2.0
+            self.episodes.append((a, b, np.ascontiguousarray(img, dtype=np.float32), sd))
+
+    def frame(self, t: float) -> np.ndarray | None:
+        """The uint8 frame at recording time ``t`` if it falls in an episode, else None."""
+        for a, b, img, sd in self.episodes:
+            if a <= t < b:
+                noise = self.rng.normal(0.0, sd, (self.size, self.size, 1)).astype(np.float32)
+                return np.clip(img + noise + 0.5, 0, 255).astype(np.uint8)
+        return None
 
 
 class _RightArm:
