@@ -21,6 +21,8 @@ METHODS = ("dcat", "logit-kd", "feature-kd", "none")
 #: the name of each method's transfer term in the loss terms and metrics.jsonl (``train_<term>``)
 METHOD_TERMS = {"dcat": "ca", "logit-kd": "kd", "feature-kd": "fkd", "none": None}
 DEFAULT_TEMPERATURE = 4.0
+#: MCMA on an unlabelled window: the source counts as right when its top-class probability is at least this
+MCMA_CONFIDENCE = 0.5
 #: folds K of a source's cross-fitting for out-of-fold MCMA correctness (pipelines.learn.crossfit)
 DEFAULT_OOF_FOLDS = 5
 
@@ -174,6 +176,11 @@ class TrainConfig:
                                  "it (default: 3/4 of --epochs, rounded up, where the cosine schedule is below 15% "
                                  "of the peak LR; 0: from the first)", experiment=True)
     grad_clip: float = opt(1.0, "largest gradient norm (0: no clipping)", experiment=True)
+    label_fraction: float = opt(1.0, "share of the training windows that keep their label (per class, drawn with "
+                                "the split's seed and fold, the same for every run of the split); the others train "
+                                "only a transfer's alignment term, never the cross-entropy; an epoch is still as "
+                                "many steps as the whole training part (the labelled windows are visited "
+                                "round(1/F) times)", experiment=True)
     oof_folds: int = opt(0, "also compute the out-of-fold correctness MCMA uses (`<run>/oof-correct.npz`: K copies "
                          "of this model, each trained without one fold of the training time blocks and judged on "
                          "it); 0: not now (`dcat transfer` computes it when first needed)", experiment=True)
@@ -193,6 +200,9 @@ class TrainConfig:
             self.test_subjects = parse_list(self.test_subjects) or None
         if self.epochs is not None and int(self.epochs) < 1:
             raise TrainingError(f"--epochs {self.epochs}: train at least 1 epoch")
+        if self.label_fraction is not None and not (0.0 < float(self.label_fraction) <= 1.0):
+            raise TrainingError(f"--label-fraction {self.label_fraction}: give a share of the training windows in "
+                                "(0, 1] (1: every label)")
         if self.val_smooth is not None and int(self.val_smooth) < 1:
             raise TrainingError(f"--val-smooth {self.val_smooth}: average at least 1 epoch (1: no smoothing)")
 
@@ -243,6 +253,9 @@ class TransferConfig(TrainConfig):
                                 "copy of the source that did not train on it: K-fold cross-fitting over the "
                                 "source's training part, computed once per source run and cached there), "
                                 "`insample` (by the source itself, which trained on it: keeps nearly every window)")
+    mcma_confidence: float = opt(MCMA_CONFIDENCE, "MCMA on a training window without a label (--label-fraction, "
+                                 "or unlabelled shards): its term counts when the source's top-class probability "
+                                 "is at least this (out of fold with `--mcma-correctness oof`)", experiment=True)
     oof_folds: int = opt(DEFAULT_OOF_FOLDS, "folds K of the source's cross-fitting for `--mcma-correctness oof` (K extra "
                          "trainings of the source, once per source run)", experiment=True)
     norm: str = opt(DEFAULT_NORM, NORM_HELP, experiment=True)

@@ -15,7 +15,10 @@ source that never saw it:
    by how many fewer windows the copy has, :func:`fold_epochs`) trains on the other folds'
    windows, minus those that overlap, or come within the run's ``guard_s`` of, a held-out window
    (the split's guard), and predicts the held-out fold with its best-validation weights.
-3. A training window's correctness = its out-of-fold prediction == its label.
+3. A training window's correctness = its out-of-fold prediction == its label. A training window
+   without a label (``--label-fraction``: the source run's hidden labels, the same windows for every
+   run of the split) never trains a copy; it is judged by the confidence rule: right when the
+   out-of-fold copy's top-class probability is at least ``--mcma-confidence`` (default 0.5).
 
 The result is cached in the source run folder as ``oof-correct.npz`` (:data:`OOF_FILE`), keyed by
 window identity (recording id, window start), with the settings it was computed with and their
@@ -42,12 +45,13 @@ import torch
 from pipelines.core.errors import TrainingError
 from pipelines.core.io import atomic_path, to_json
 from pipelines.learn import distributed as ddp
-from pipelines.learn.config import DEFAULT_OOF_FOLDS, TrainConfig, TransferConfig
+from pipelines.learn.config import DEFAULT_OOF_FOLDS, MCMA_CONFIDENCE, TrainConfig, TransferConfig
 from pipelines.learn.data import BlockDataset, ShardSet, make_loader
 from pipelines.learn.device import configure_threads, resolve_device
 from pipelines.learn.checkpoint import load_checkpoint
 from pipelines.learn.engine import Hooks, ce_step, run_inference
 from pipelines.learn.fit import fit
+from pipelines.learn.labels import LabelledEpochs, label_plan
 from pipelines.learn.models import build_model
 from pipelines.learn.runs import read_config
 from pipelines.learn.splits import apply_split, load_split
@@ -56,7 +60,7 @@ from pipelines.learn.stream_model import model_config_for, set_input_stats
 #: how ``dcat transfer --mcma-correctness`` judges a source right on a training window
 MCMA_CORRECTNESS = ("oof", "insample")
 OOF_FILE = "oof-correct.npz"
-OOF_VERSION = "1"
+OOF_VERSION = "2"  # 2: with each window's out-of-fold top-class probability ("conf")
 LOCK_FILE = ".oof-correct.lock"
 #: settings of a run that do not change what it learns (where it runs and how it is stored)
 _MECHANICS = ("data", "runs", "out", "device", "threads", "workers", "compile", "resume", "overwrite", "oof_folds")
@@ -160,10 +164,11 @@ def settings_hash(settings: dict) -> str:
 
 
 def read_oof(path: Path) -> dict:
-    """An ``oof-correct.npz``: ``key``, ``label``, ``pred``, ``fold``, ``correct`` per window, plus
+    """An ``oof-correct.npz``: ``key``, ``label`` (-1: hidden), ``pred``, ``conf`` (top-class probability),
+    ``fold``, ``correct`` per window, plus
     ``settings`` (dict), ``hash``, ``accuracy`` and ``seconds``."""
     with np.load(Path(path), allow_pickle=False) as z:
-        out = {k: z[k] for k in ("key", "label", "pred", "fold", "correct")}
+        out = {k: z[k] for k in ("key", "label", "pred", "conf", "fold", "correct")}
         out["settings"] = json.loads(str(z["settings_json"]))
         out["hash"] = str(z["hash"])
         out["accuracy"] = float(z["accuracy"])
@@ -212,6 +217,8 @@ def ensure_oof(src_run_dir, data=None, threads: int = 1, device="auto", folds: i
         raise TrainingError(f"--oof-folds {folds}: out-of-fold correctness needs at least 2 folds")
     shards = ShardSet(data or cfg.data, [cfg.modality])
     ids = apply_split(shards, load_split(run_dir / "split.json"))
+    scfg = cfg.split_config()
+    labels = label_plan(shards, ids["train"], cfg.label_fraction, scfg.seed, scfg.fold)  # the run's hidden labels
     settings = oof_settings(run_dir, shards, ids["train"], folds)
     want = settings_hash(settings)
     path = run_dir / OOF_FILE
@@ -230,7 +237,7 @@ def ensure_oof(src_run_dir, data=None, threads: int = 1, device="auto", folds: i
         hooks.message(f"out-of-fold correctness of {run_dir} ({cfg.modality}): {folds} folds over "
                       f"{len(ids['train'])} training windows, one source copy per fold")
         with torch.random.fork_rng(devices=_cuda_devices(dev)):
-            rec = _crossfit(cfg, shards, ids, folds, dev, hooks)  # the caller's RNG state stays as it was
+            rec = _crossfit(cfg, shards, ids, folds, dev, hooks, labels.repeats)  # the caller's RNG state stays as it was
         rec["settings_json"] = np.array(to_json(settings, sort_keys=True))
         rec["hash"] = np.array(want)
         with atomic_path(path, suffix=".npz") as tmp:
@@ -247,33 +254,38 @@ def _cuda_devices(dev: torch.device) -> list[int]:
     return [torch.cuda.current_device() if dev.index is None else dev.index]
 
 
-def _crossfit(cfg: TrainConfig, shards: ShardSet, ids: dict, folds: int, device, hooks: Hooks) -> dict:
+def _crossfit(cfg: TrainConfig, shards: ShardSet, ids: dict, folds: int, device, hooks: Hooks,
+              repeats: int = 1) -> dict:
     """Train one source copy per fold and predict its held-out windows; the npz arrays."""
     t0 = time.perf_counter()
     train = np.asarray(ids["train"], np.int64)
     scfg = cfg.split_config()
     fold = assign_folds(fold_groups(shards, train, scfg.block_s), folds, scfg.seed, shards.y[train])
     pred = np.full(len(train), -1, np.int64)
+    conf = np.zeros(len(train), np.float32)
+    labelled = shards.y[train] >= 0
     quiet = Hooks()
     with tempfile.TemporaryDirectory(prefix="dcat-oof-") as tmp:
         for k in range(folds):
             held = fold == k
-            use = guarded_training(shards, train, held, max(0.0, scfg.guard_s))
+            use = guarded_training(shards, train, held, max(0.0, scfg.guard_s)) & labelled
             if not use.any():
                 raise TrainingError(f"out-of-fold fold {k}: no training windows left after the guard; use fewer "
                                     "--oof-folds or --mcma-correctness insample")
             tk = time.perf_counter()
-            ep = fold_epochs(cfg.epochs, len(train), int(use.sum()), cfg.batch_size)
-            pred[held] = _fit_and_predict(replace(cfg, epochs=ep), shards, train[use], ids["val"], train[held],
-                                          device, Path(tmp) / f"fold{k}", quiet)
+            ep = fold_epochs(cfg.epochs, int(labelled.sum()), int(use.sum()), cfg.batch_size)
+            pred[held], conf[held] = _fit_and_predict(replace(cfg, epochs=ep), shards, train[use], ids["val"],
+                                                      train[held], device, Path(tmp) / f"fold{k}", quiet, repeats)
+            hl = held & labelled
             hooks.message(f"  fold {k + 1}/{folds}: trained on {int(use.sum())} windows ({ep} epochs), held out "
                           f"{int(held.sum())}, "
-                          f"right on {float((pred[held] == shards.y[train[held]]).mean()) * 100:.0f}% "
+                          f"right on {float((pred[hl] == shards.y[train[hl]]).mean()) * 100 if hl.any() else 0:.0f}% "
                           f"({time.perf_counter() - tk:.0f} s)")
     label = shards.y[train]
-    correct = pred == label
-    return {"key": window_keys(shards, train), "label": label, "pred": pred, "fold": fold, "correct": correct,
-            "accuracy": np.array(float(correct.mean()) if len(correct) else float("nan")),
+    correct = (pred == label) & labelled
+    return {"key": window_keys(shards, train), "label": label, "pred": pred, "conf": conf, "fold": fold,
+            "correct": correct,
+            "accuracy": np.array(float(correct[labelled].mean()) if labelled.any() else float("nan")),
             "seconds": np.array(time.perf_counter() - t0)}
 
 
@@ -287,10 +299,11 @@ def fold_epochs(epochs: int, n_source: int, n_fold: int, batch_size: int) -> int
 
 
 def _fit_and_predict(cfg: TrainConfig, shards: ShardSet, train_ids, val_ids, held_ids, device, out: Path,
-                     hooks: Hooks) -> np.ndarray:
+                     hooks: Hooks, repeats: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """One source copy: trained like the source run (:func:`pipelines.learn.pretrain.pretrain`'s
-    model, statistics from its own training windows, :func:`pipelines.learn.fit.fit`), then its
-    best-validation weights predict ``held_ids`` (class indices, in order)."""
+    model, statistics from its own training windows, :func:`pipelines.learn.fit.fit`, ``repeats``
+    passes over its labelled windows per epoch), then its best-validation weights predict
+    ``held_ids``: (class indices, top-class probabilities), in order."""
     stream = cfg.modality
     out.mkdir(parents=True)
     torch.manual_seed(cfg.seed)
@@ -301,6 +314,8 @@ def _fit_and_predict(cfg: TrainConfig, shards: ShardSet, train_ids, val_ids, hel
     fr = {stream: frames}
     train_ds = BlockDataset(shards, train_ids, [stream], cfg.batch_size, shuffle=True, seed=cfg.seed, frames=fr,
                             block_mb=cfg.block_mb)
+    if repeats > 1:
+        train_ds = LabelledEpochs(train_ds, repeats)
     val_ds = BlockDataset(shards, val_ids, [stream], max(cfg.batch_size, 64), frames=fr, block_mb=cfg.block_mb)
     try:
         fit(out=out, cfg=cfg, model=model, train_ds=train_ds, val_loader=make_loader(val_ds, 0), device=device,
@@ -318,17 +333,22 @@ def _fit_and_predict(cfg: TrainConfig, shards: ShardSet, train_ids, val_ids, hel
     finally:
         held_ds.close()
     pred = np.full(len(held_ids), -1, np.int64)
+    conf = np.zeros(len(held_ids), np.float32)
     pred[r["idx"]] = r["logits"].argmax(1)
-    return pred
+    conf[r["idx"]] = torch.softmax(torch.from_numpy(r["logits"]).float(), dim=1).amax(dim=1).numpy()
+    return pred, conf
 
 
-def oof_correctness(oof: Path | dict, shards: ShardSet, ids, offset_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def oof_correctness(oof: Path | dict, shards: ShardSet, ids, offset_s: float = 0.0,
+                    confidence: float = MCMA_CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
     """MCMA correctness of the windows ``ids`` from an ``oof-correct.npz`` (its path, or its content
     as :func:`read_oof` returns it): ``(correct, known)``, both
     [len(ids)] bool. ``known`` is False for a window the source did not train on (the full source
     never saw it, so its own prediction is already out of sample: the caller uses that). With
     ``offset_s`` (the misalignment study) the out-of-fold prediction of the source window starting
-    ``offset_s`` later is compared with the window's own label (unknown where no such window was)."""
+    ``offset_s`` later is compared with the window's own label (unknown where no such window was).
+    A window without a label (``shards.y`` -1) is right where the out-of-fold top-class probability
+    is at least ``confidence``."""
     oof = oof if isinstance(oof, dict) else read_oof(oof)
     index = {k: i for i, k in enumerate(oof["key"].tolist())}
     ids = np.asarray(ids, np.int64)
@@ -336,7 +356,8 @@ def oof_correctness(oof: Path | dict, shards: ShardSet, ids, offset_s: float = 0
     pos = np.array([index.get(k, -1) for k in keys], np.int64)
     known = pos >= 0
     correct = np.zeros(len(ids), bool)
-    correct[known] = oof["pred"][pos[known]] == shards.y[ids[known]]
+    y = shards.y[ids[known]]
+    correct[known] = np.where(y >= 0, oof["pred"][pos[known]] == y, oof["conf"][pos[known]] >= confidence)
     return correct, known
 
 
@@ -359,7 +380,7 @@ def mcma_masks(cfg: TransferConfig, src_dirs: dict, shards: ShardSet, train_ids,
     for s, run_dir in src_dirs.items():
         path = ensure_oof(run_dir, cfg.data, threads, device, cfg.oof_folds, hooks)
         z = read_oof(path)
-        correct, known = oof_correctness(z, shards, train_ids, offsets.get(s, 0.0))
+        correct, known = oof_correctness(z, shards, train_ids, offsets.get(s, 0.0), cfg.mcma_confidence)
         oof[s] = {"correct": torch.from_numpy(correct).to(device), "known": torch.from_numpy(known).to(device)}
         recs[s] = {"oof_file": str(path), "oof_sha256": z["hash"], "oof_folds": int(z["settings"]["folds"]),
                    "oof_accuracy": z["accuracy"], "oof_coverage": float(known.mean()) if len(known) else 0.0}

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from pipelines.core.errors import TrainingError
 from pipelines.learn import distributed as ddp
 from pipelines.learn.device import autocast, to_device
+from pipelines.learn.losses import labelled_ce
 from pipelines.learn.metrics import classification_metrics
 
 
@@ -92,7 +93,7 @@ def ce_step(stream: str) -> StepFn:
 
     def step(model, batch):
         out = model(batch[stream])
-        loss = F.cross_entropy(out["logits"].float(), batch["y"])
+        loss = labelled_ce(out["logits"], batch["y"])
         return loss, {"ce": loss.detach()}, out["logits"]
 
     return step
@@ -126,7 +127,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, step_fn: StepFn
     model.train()
     hooks = hooks or Hooks()
     sums: dict[str, float] = {}
-    n = correct = 0
+    n = n_lab = correct = 0
     multi = ddp.is_distributed()
     world = ddp.world_size()
     t0 = time.perf_counter()
@@ -157,7 +158,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, step_fn: StepFn
         optimizer.step()
         scheduler.step()
         n += b
-        correct += int((logits.argmax(1) == batch["y"]).sum())
+        lab = batch["y"] >= 0  # windows without a label (--label-fraction) have no accuracy
+        n_lab += int(lab.sum())
+        correct += int(((logits.argmax(1) == batch["y"]) & lab).sum())
         lv = float(loss.detach())
         sums["loss"] = sums.get("loss", 0.0) + lv * b
         for k, v in terms.items():
@@ -166,11 +169,12 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, step_fn: StepFn
         hooks.on_step(epoch, step, lv)
     dt = time.perf_counter() - t0
     if multi:
-        tot = ddp.all_reduce_sum({**{f"sum_{k}": v for k, v in sums.items()}, "n": n, "correct": correct}, device)
+        tot = ddp.all_reduce_sum({**{f"sum_{k}": v for k, v in sums.items()}, "n": n, "n_lab": n_lab,
+                                  "correct": correct}, device)
         sums = {k[4:]: v for k, v in tot.items() if k.startswith("sum_")}
-        n, correct = int(round(tot["n"])), int(round(tot["correct"]))
+        n, n_lab, correct = int(round(tot["n"])), int(round(tot["n_lab"])), int(round(tot["correct"]))
     m = {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
-    m.update({"train_acc": correct / max(n, 1), "train_windows": n, "train_windows_per_s": n / max(dt, 1e-9),
+    m.update({"train_acc": correct / max(n_lab, 1), "train_windows": n, "train_windows_per_s": n / max(dt, 1e-9),
               "train_seconds": dt})
     return m, step
 

@@ -72,6 +72,17 @@ def kv_scores(k: torch.Tensor, v: torch.Tensor, norm: str = DEFAULT_NORM) -> tor
     return s
 
 
+def labelled_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the windows with a label (``y >= 0``; ``y = -1``: unlabelled,
+    ``--label-fraction``); exactly 0 (with a gradient path) when the batch has none."""
+    lab = y >= 0
+    if bool(lab.all()):
+        return F.cross_entropy(logits.float(), y)
+    if not bool(lab.any()):
+        return logits.float().sum() * 0.0
+    return F.cross_entropy(logits.float()[lab], y[lab])
+
+
 def alignment_distance(s_t: torch.Tensor, s_s: torch.Tensor) -> torch.Tensor:
     """Per-window Frobenius distance ``||s_t - s_s||_F``: [B, d, d] x2 -> [B] float32."""
     with _float32(s_t):
@@ -140,7 +151,7 @@ def transfer_objective(logits: torch.Tensor, y: torch.Tensor, dists: dict, corre
     (``L_k``, unweighted), ``keep_rate_<k>`` (share of windows that count; 1 without MCMA) and
     ``src_acc_<k>``; ``keep_rate`` and ``src_acc`` averaged over the sources.
     """
-    ce = F.cross_entropy(logits.float(), y)
+    ce = labelled_ce(logits, y)
     terms = {"ce": ce.detach()}
     if not dists:
         return ce, terms

@@ -21,6 +21,7 @@ from pipelines.learn.data import BlockDataset, ShardSet, make_loader
 from pipelines.learn.device import configure_threads
 from pipelines.learn.engine import Hooks, ce_step
 from pipelines.learn.fit import fit
+from pipelines.learn.labels import check_world, label_plan, training_data
 from pipelines.learn.models import build_model
 from pipelines.learn.runs import data_record, prepare_run_dir, read_config, write_config
 from pipelines.learn.splits import SplitConfig, apply_split, load_split, make_split, save_split
@@ -65,6 +66,9 @@ def _pretrain(cfg: TrainConfig, hooks: Hooks | None, device: torch.device) -> di
     shards = ShardSet(cfg.data, [cfg.modality])
     split = ddp.on_main(prepare_split, out, shards, cfg.split_config(), resuming)
     ids = apply_split(shards, split)
+    scfg = cfg.split_config()
+    labels = label_plan(shards, ids["train"], cfg.label_fraction, scfg.seed, scfg.fold)
+    check_world(labels, world=ddp.world_size())
     torch.manual_seed(cfg.seed)
     mc, frames = model_config_for(cfg, shards, cfg.modality, cfg.d)
     model = build_model(mc)
@@ -74,11 +78,12 @@ def _pretrain(cfg: TrainConfig, hooks: Hooks | None, device: torch.device) -> di
     if not resuming and ddp.is_main():
         write_config(out, "pretrain", cfg, {"data": data_record(shards), "model_config": mc.to_dict(),
                                             "input_stats": stats, "device": str(device), "threads": threads,
-                                            "world_size": world})
+                                            "world_size": world, "labels": labels.record()})
     fr = {cfg.modality: frames}
     rw = {"rank": ddp.rank(), "world": world}
-    train_ds = BlockDataset(shards, ids["train"], [cfg.modality], cfg.batch_size, shuffle=True, seed=cfg.seed,
-                            frames=fr, block_mb=cfg.block_mb, **rw)
+    train_ds = training_data(labels, lambda ids_: BlockDataset(shards, ids_, [cfg.modality], cfg.batch_size,
+                                                               shuffle=True, seed=cfg.seed, frames=fr,
+                                                               block_mb=cfg.block_mb, **rw), with_unlabelled=False)
     val_ds = BlockDataset(shards, ids["val"], [cfg.modality], max(cfg.batch_size, 64), frames=fr, block_mb=cfg.block_mb,
                           shard="block", **rw)
     ckpt_base = {"stage": "pretrain", "model_config": mc.to_dict(), "classes": list(shards.classes),
@@ -86,6 +91,8 @@ def _pretrain(cfg: TrainConfig, hooks: Hooks | None, device: torch.device) -> di
                  "train_config": cfg.to_dict()}
     hooks.message(f"pretrain {cfg.modality} ({mc.kind}) -> {out}: {len(ids['train'])} train / {len(ids['val'])} val / "
                   f"{len(ids['test'])} test windows, device {device}"
+                  + (f", {len(labels.labelled)} training windows labelled (--label-fraction {cfg.label_fraction:g}; "
+                     f"{labels.repeats} passes per epoch)" if len(labels.unlabelled) else "")
                   + (f", {world} processes (global batch {cfg.batch_size})" if world > 1 else ""))
     st = fit(out=out, cfg=cfg, model=model, train_ds=train_ds, val_loader=make_loader(val_ds, 0), device=device,
              step_fn=ce_step(cfg.modality), stream=cfg.modality, classes=shards.classes, ckpt_base=ckpt_base,
@@ -95,7 +102,8 @@ def _pretrain(cfg: TrainConfig, hooks: Hooks | None, device: torch.device) -> di
     oof = _oof(cfg, out, threads, device, hooks)
     return {"run_dir": str(out), "stage": "pretrain", "stream": cfg.modality, "best_epoch": st.best_epoch,
             "best_val_macro_f1": st.best_f1, "epochs_run": st.epoch + 1, "stopped_early": st.stopped_early,
-            "n_windows": {k: int(len(v)) for k, v in ids.items()}, "device": str(device), "threads": threads,
+            "n_windows": {k: int(len(v)) for k, v in ids.items()}, "labels": labels.record(),
+            "device": str(device), "threads": threads,
             "world_size": world, **oof, "seconds": time.perf_counter() - t0}
 
 

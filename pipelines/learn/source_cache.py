@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from pipelines.learn import distributed as ddp
+from pipelines.learn.config import MCMA_CONFIDENCE
 from pipelines.learn.data import BlockDataset, ShardSet, make_loader
 from pipelines.learn.device import autocast, to_device
 from pipelines.learn.engine import Hooks
@@ -40,12 +41,16 @@ class PooledTap:
         self._handle.remove()
 
 
-def source_outputs(source, x, y, need=("scores",), norm: str = DEFAULT_NORM, tap: PooledTap | None = None) -> dict:
-    """One frozen source forward (no gradient): ``correct`` [B] bool, plus what ``need`` asks of
-    ``scores`` (norm(K^T V) [B, d, d] float32), ``logits`` [B, C] and ``pooled`` [B, d] (needs ``tap``)."""
+def source_outputs(source, x, y, need=("scores",), norm: str = DEFAULT_NORM, tap: PooledTap | None = None,
+                   confidence: float = MCMA_CONFIDENCE) -> dict:
+    """One frozen source forward (no gradient): ``correct`` [B] bool (its prediction equals ``y``; on a
+    window without a label, ``y = -1``: its top-class probability is at least ``confidence``), plus
+    what ``need`` asks of ``scores`` (norm(K^T V) [B, d, d] float32), ``logits`` [B, C] and ``pooled``
+    [B, d] (needs ``tap``)."""
     with torch.no_grad():
         out = source(x)
-        r = {"correct": out["logits"].argmax(1) == y}
+        conf = torch.softmax(out["logits"].float(), dim=1).amax(dim=1)
+        r = {"correct": torch.where(y >= 0, out["logits"].argmax(1) == y, conf >= confidence)}
         if "scores" in need:
             r["scores"] = kv_scores(out["k"], out["v"], norm)
         if "logits" in need:
@@ -59,7 +64,8 @@ def source_outputs(source, x, y, need=("scores",), norm: str = DEFAULT_NORM, tap
 
 @torch.no_grad()
 def source_cache(source, shards: ShardSet, ids, stream: str, frames, norm: str, device, batch_size: int = 64,
-                 need=("scores",), tap: PooledTap | None = None, offset_s: float = 0.0, within=None) -> dict:
+                 need=("scores",), tap: PooledTap | None = None, offset_s: float = 0.0, within=None,
+                 confidence: float = MCMA_CONFIDENCE) -> dict:
     """Run the frozen source once over windows ``ids``; returns ``{"correct": [N] bool, and per
     ``need``: "scores": [N, d, d], "logits": [N, C], "pooled": [N, d]}`` (float32) on ``device``,
     row i for ``ids[i]``.
@@ -82,7 +88,7 @@ def source_cache(source, shards: ShardSet, ids, stream: str, frames, norm: str, 
     for batch in batches:
         batch = to_device(batch, device)
         with autocast(device):
-            r = source_outputs(source, batch[stream], batch["y"], need, norm, tap)
+            r = source_outputs(source, batch[stream], batch["y"], need, norm, tap, confidence)
         if offset_s:
             r["valid"] = batch["valid"]
         for k, v in r.items():
@@ -102,7 +108,8 @@ def cache_bytes_per_window(method: str, d_source: int, n_classes: int) -> int:
 
 
 def build_caches(models: dict, shards: ShardSet, train_ids, frames: dict, *, method: str, norm: str, device,
-                 taps: dict, offsets: dict, misalign: str | None, hooks: Hooks) -> dict:
+                 taps: dict, offsets: dict, misalign: str | None, hooks: Hooks,
+                 confidence: float = MCMA_CONFIDENCE) -> dict:
     """:func:`source_cache` of every source (stream -> cache) over the training windows
     ``train_ids``, each rank running the sources over its share, then exchanged, so that every rank
     holds the whole cache; says per source how often it is right (and its shifted windows' share)."""
@@ -112,7 +119,8 @@ def build_caches(models: dict, shards: ShardSet, train_ids, frames: dict, *, met
         mine = ddp.part_of(n_train)  # one process: all; several: this rank's share, then exchanged
         caches[s] = ddp.gather_rows(
             source_cache(model, shards, train_ids[mine], s, frames[s], norm, device,
-                         need=METHOD_NEEDS[method], tap=taps.get(s), offset_s=offsets[s], within=train_ids),
+                         need=METHOD_NEEDS[method], tap=taps.get(s), offset_s=offsets[s], within=train_ids,
+                         confidence=confidence),
             mine, n_train)
         shifted = (f", read {offsets[s]:+g} s off (--misalign {misalign}), shifted window inside its run and the training time for "
                    f"{float(caches[s]['valid'].float().mean()) * 100:.0f}%" if offsets[s] else "")

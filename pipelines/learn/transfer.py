@@ -49,6 +49,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipelines.core.errors import TrainingError
@@ -61,6 +62,7 @@ from pipelines.learn.data import BlockDataset, ShardSet, make_loader
 from pipelines.learn.device import configure_threads
 from pipelines.learn.engine import Hooks
 from pipelines.learn.fit import fit
+from pipelines.learn.labels import LabelPlan, check_world, label_plan, training_data
 from pipelines.learn.misalign import source_offsets
 from pipelines.learn.models import DcatModel, ModelConfig, build_model
 from pipelines.learn.stream_model import model_config_for, set_input_stats
@@ -154,6 +156,11 @@ def _transfer(cfg: TransferConfig, hooks: Hooks | None, device: torch.device) ->
     shards = ShardSet(cfg.data, [cfg.tgt, *sources])
     check_sources_data(run.srcs, shards, cfg.data)
     ids = apply_split(shards, _run_split(run, shards))
+    labels = label_plan(shards, ids["train"], cfg.label_fraction, run.split_cfg.seed, run.split_cfg.fold)
+    check_world(labels, ddp.world_size())
+    with_unl = cfg.method != "none" and len(labels.unlabelled) > 0
+    # the windows the source cache and MCMA masks index: the labelled ones, then the unlabelled (LabelledEpochs)
+    term_ids = np.concatenate([labels.labelled, labels.unlabelled]) if with_unl else labels.labelled
     src_models, src_hashes = frozen_models(run.srcs, device, run.saved_hashes)
     src_d = {s: m.cfg.d for s, m in src_models.items()}
     cfg.d = _target_width(cfg, src_d)
@@ -161,9 +168,9 @@ def _transfer(cfg: TransferConfig, hooks: Hooks | None, device: torch.device) ->
     proj = None
     if cfg.method == "feature-kd":  # built after the target, so the target's initialisation is the same for every method
         proj = torch.nn.ModuleList(torch.nn.Linear(cfg.d, src_d[s]) for s in sources).to(device)
-    use_cache, offsets = _cache_plan(cfg, src_d, len(ids["train"]), len(shards.classes), hooks)
+    use_cache, offsets = _cache_plan(cfg, src_d, len(term_ids), len(shards.classes), hooks)
     weights = dict(zip(sources, cfg.source_weights()))
-    oof, oof_recs = mcma_masks(cfg, {x.stream: x.path.parent for x in run.srcs}, shards, ids["train"], offsets, threads,
+    oof, oof_recs = mcma_masks(cfg, {x.stream: x.path.parent for x in run.srcs}, shards, term_ids, offsets, threads,
                                device, hooks)
     src_recs = [{"checkpoint": str(x.path), "run_dir": str(x.path.parent), "stream": x.stream,
                  "state_sha256": src_hashes[x.stream], "epoch": x.ckpt.get("epoch"), "d": src_d[x.stream],
@@ -176,16 +183,17 @@ def _transfer(cfg: TransferConfig, hooks: Hooks | None, device: torch.device) ->
     caches, cache_s = None, 0.0
     if use_cache:
         tc = time.perf_counter()
-        caches = build_caches(src_models, shards, ids["train"], src_frames, method=cfg.method, norm=cfg.norm,
-                              device=device, taps=src_taps, offsets=offsets, misalign=cfg.misalign, hooks=hooks)
+        caches = build_caches(src_models, shards, term_ids, src_frames, method=cfg.method, norm=cfg.norm,
+                              device=device, taps=src_taps, offsets=offsets, misalign=cfg.misalign, hooks=hooks,
+                              confidence=cfg.mcma_confidence)
         cache_s = time.perf_counter() - tc
         hooks.message(f"source cache built in {cache_s:.1f} s")
     streams = [cfg.tgt] if (use_cache or cfg.method == "none") else [cfg.tgt, *sources]
-    train_ds, val_ds = _datasets(cfg, shards, ids, streams, {cfg.tgt: tgt.frames, **src_frames})
-    hooks.message(_describe(cfg, run, weights, use_cache, ids, device))
+    train_ds, val_ds = _datasets(cfg, shards, ids, labels, with_unl, streams, {cfg.tgt: tgt.frames, **src_frames})
+    hooks.message(_describe(cfg, run, weights, use_cache, ids, device, labels))
     step = transfer_step(cfg.tgt, sources, src_models, method=cfg.method, lam=cfg.lam, mcma=cfg.mcma, norm=cfg.norm,
                          temperature=cfg.temperature, weights=weights, caches=caches, proj=proj, tgt_tap=tgt_tap,
-                         src_taps=src_taps, oof=oof)
+                         src_taps=src_taps, oof=oof, confidence=cfg.mcma_confidence)
     aug = ({cfg.tgt: shards.kind(cfg.tgt), **{s: shards.kind(s) for s in sources}} if cfg.augment else None)
     try:
         st = fit(out=run.out, cfg=cfg, model=tgt.model, train_ds=train_ds, val_loader=make_loader(val_ds, 0),
@@ -208,7 +216,8 @@ def _transfer(cfg: TransferConfig, hooks: Hooks | None, device: torch.device) ->
             "cache_seconds": cache_s, "source_unchanged": unchanged, "lam": cfg.lam, "mcma": cfg.mcma,
             "norm": cfg.norm, "temperature": cfg.temperature, "loss_term": METHOD_TERMS[cfg.method],
             "misalign": cfg.misalign, "source_offsets_s": offsets,
-            "n_windows": {k: int(len(v)) for k, v in ids.items()}, "device": str(device),
+            "n_windows": {k: int(len(v)) for k, v in ids.items()}, "labels": labels.record(),
+            "unlabelled_in_term": bool(with_unl), "device": str(device),
             "threads": threads, "world_size": ddp.world_size(),
             "seconds": time.perf_counter() - t0}
 
@@ -354,12 +363,15 @@ def _write_run_config(cfg: TransferConfig, run: _Run, shards: ShardSet, tgt: _Ta
         "split_from": run.split_from, "tgt_init": tgt.init_note})
 
 
-def _datasets(cfg: TransferConfig, shards: ShardSet, ids: dict, streams: list[str],
+def _datasets(cfg: TransferConfig, shards: ShardSet, ids: dict, labels: LabelPlan, with_unl: bool, streams: list[str],
               frames: dict) -> tuple[BlockDataset, BlockDataset]:
-    """This rank's training windows (of ``streams``, shuffled) and validation windows (target only)."""
+    """This rank's training windows (of ``streams``, shuffled; with ``with_unl`` the unlabelled ones
+    joined to each batch, :class:`pipelines.learn.labels.LabelledEpochs`) and validation windows
+    (target only)."""
     rw = {"rank": ddp.rank(), "world": ddp.world_size()}
-    train_ds = BlockDataset(shards, ids["train"], streams, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                            frames=frames, block_mb=cfg.block_mb, **rw)
+    train_ds = training_data(labels, lambda t: BlockDataset(shards, t, streams, cfg.batch_size, shuffle=True,
+                                                            seed=cfg.seed, frames=frames, block_mb=cfg.block_mb, **rw),
+                             with_unl)
     val_ds = BlockDataset(shards, ids["val"], [cfg.tgt], max(cfg.batch_size, 64), frames=frames,
                           block_mb=cfg.block_mb, shard="block", **rw)
     return train_ds, val_ds
@@ -378,7 +390,8 @@ def _checkpoint_base(cfg: TransferConfig, shards: ShardSet, tgt: _Target, src_re
     return base
 
 
-def _describe(cfg: TransferConfig, run: _Run, weights: dict, use_cache: bool, ids: dict, device) -> str:
+def _describe(cfg: TransferConfig, run: _Run, weights: dict, use_cache: bool, ids: dict, device,
+              labels: LabelPlan) -> str:
     """The one-line summary of a transfer, said before training."""
     sources = cfg.sources()
     what = {"dcat": f"D-CAT, norm {cfg.norm}", "logit-kd": f"logit KD, T {cfg.temperature:g}",
@@ -388,7 +401,11 @@ def _describe(cfg: TransferConfig, run: _Run, weights: dict, use_cache: bool, id
                 f"{'cached' if use_cache else 'run every step'}")
     wnote = f" (weights {', '.join(f'{s} {w:g}' for s, w in weights.items())})" if len(sources) > 1 else ""
     return (f"transfer {'+'.join(sources)} -> {cfg.tgt} ({run.out}): {what}, lambda {cfg.lam}{wnote}, {src_note}, "
-            f"split from {run.split_from}; {len(ids['train'])} train / {len(ids['val'])} val windows, device {device}")
+            f"split from {run.split_from}; {len(ids['train'])} train / {len(ids['val'])} val windows, device {device}"
+            + (f"; {len(labels.labelled)} training windows labelled (--label-fraction {cfg.label_fraction:g}), "
+               f"{len(labels.unlabelled)} "
+               + ("in the transfer term only" if cfg.method != "none" else "unused (no transfer term)")
+               if len(labels.unlabelled) else ""))
 
 
 __all__ = ["TransferConfig", "transfer", "check_settings", "find_source", "state_hash", "PooledTap", "METHOD_NEEDS",

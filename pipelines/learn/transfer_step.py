@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from pipelines.learn.config import METHOD_TERMS, METHODS
+from pipelines.learn.config import MCMA_CONFIDENCE, METHOD_TERMS, METHODS
 from pipelines.learn.losses import (DEFAULT_NORM, DEFAULT_TEMPERATURE, alignment_distance, feature_distance, keep_mask,
                                     kv_scores, logit_kd_distance, transfer_objective)
 from pipelines.learn.source_cache import METHOD_NEEDS, PooledTap, source_outputs
@@ -21,7 +21,7 @@ def transfer_step(tgt: str, sources: list[str], models: dict | None = None, *, m
                   lam: float = 1.0, mcma: bool = True, norm: str = DEFAULT_NORM,
                   temperature: float = DEFAULT_TEMPERATURE, weights: dict | None = None, caches: dict | None = None,
                   proj=None, tgt_tap: PooledTap | None = None, src_taps: dict | None = None,
-                  oof: dict | None = None):
+                  oof: dict | None = None, confidence: float = MCMA_CONFIDENCE):
     """The transfer step: target forward; each source's per-window outputs (cache lookup by
     ``batch["idx"]``, or a frozen forward); the method's distance per source; then
     :func:`pipelines.learn.losses.transfer_objective`. ``proj``: the feature-KD projections, one per
@@ -29,7 +29,9 @@ def transfer_step(tgt: str, sources: list[str], models: dict | None = None, *, m
 
     ``oof``: source name -> ``{"correct": [N] bool, "known": [N] bool}`` over the training windows
     (position = ``batch["idx"]``, :func:`pipelines.learn.crossfit.oof_correctness`): the MCMA
-    correctness where ``known``, the source's own prediction elsewhere. The source outputs of
+    correctness where ``known``, the source's own prediction elsewhere. A window without a label
+    (``y = -1``, ``--label-fraction``) counts where the source's top-class probability (out of fold
+    where known) is at least ``confidence``. The source outputs of
     windows whose term does not count are replaced by zeros before the distance, so a NaN there
     reaches neither the loss nor the gradient."""
     if method not in METHODS:
@@ -50,7 +52,7 @@ def transfer_step(tgt: str, sources: list[str], models: dict | None = None, *, m
                 if caches is not None:
                     sv = {k: v[batch["idx"]] for k, v in caches[s].items()}
                 else:
-                    sv = source_outputs(models[s], batch[s], batch["y"], need, norm, src_taps.get(s))
+                    sv = source_outputs(models[s], batch[s], batch["y"], need, norm, src_taps.get(s), confidence)
                 correct[s] = sv["correct"]
                 if s in oof:
                     idx = batch["idx"]

@@ -110,6 +110,8 @@ def _alone_cells(cfg: ExperimentConfig, u: dict, streams: list[str], targets: li
         st = {"stage": "pretrain", "modality": s, **base}
         if s in oof:  # a source of an MCMA transfer: its pretraining computes its out-of-fold correctness
             st["oof_folds"] = oof_folds(cfg)
+        if not is_target and cfg.source_label_fraction is not None:
+            st["label_fraction"] = float(cfg.source_label_fraction)
         cells.append({"cell": name, "role": "baseline" if is_target else "source", "unit": u, "deps": [],
                       "settings": st})
     for t in targets:

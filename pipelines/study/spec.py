@@ -85,6 +85,10 @@ class ExperimentConfig:
                       "0.5,1; '' for none); D-CAT at --shift-lambda, MCMA on", items=float)
     shift_stream: str | None = _o(None, "the stream shifted in the misalignment study (default: the pair's target)")
     shift_lambda: float = _o(1.0, "D-CAT lambda of the misalignment study (default 1)")
+    source_label_fraction: float | None = _o(None, "label fraction of the source runs (streams that are no target): "
+                                             "default the [train] label_fraction; 1: the sources see every training "
+                                             "label while the targets see label_fraction (a strong camera model, "
+                                             "as a pretrained video model would be)")
     baseline_lambda: float = _o(1.0, "weight of the logit-KD / feature-KD term (default 1)")
     temperature: float = _o(4.0, "logit-KD temperature (default 4)")
     train: dict = opt(help="training settings passed to every run (a spec's [train] table)", cli=False,
@@ -239,5 +243,8 @@ def check_config(cfg: ExperimentConfig) -> None:
     if unknown:
         raise ExperimentError(f"[train] {', '.join(unknown)}: not a training setting an experiment can set "
                               f"(known: {', '.join(TRAIN_KEYS)})")
+    f = cfg.source_label_fraction
+    if f is not None and not (isinstance(f, (int, float)) and 0.0 < float(f) <= 1.0):
+        raise ExperimentError(f"source_label_fraction {f!r}: a share of the training windows in (0, 1]")
     if cfg.threads < 1:
         raise ExperimentError("threads: at least 1 per cell")
