@@ -103,6 +103,27 @@ def test_the_grid_has_every_cell_once():
         build_cells(ExperimentConfig(data="x", methods=["rf"]), n_subjects=5)
 
 
+def test_shared_sources_train_each_source_once_per_fold_and_sources_may_see_every_label():
+    cfg = ExperimentConfig(data="x", pairs=["video->imu"], lambdas=[1], mcma=[True], methods=["dcat"], splits=["id"],
+                           id_folds=3, seeds=[4, 5, 6], shifts=[], shared_sources=True, source_label_fraction=1.0,
+                           train={"label_fraction": 0.1})
+    cells = build_cells(cfg, n_subjects=5)
+    src = [c["cell"] for c in cells if c["role"] == "source"]
+    assert src == [f"id-f{k}of3-s4/src-video" for k in range(3)]  # one per fold, with the first seed
+    for c in cells:
+        if c["role"] == "transfer":  # every seed of fold k reads fold k's source
+            assert c["deps"] == [f"id-f{c['unit']['fold']}of3-s4/src-video"], c["cell"]
+            assert c["settings"]["seed"] == c["unit"]["seed"] and c["settings"]["label_fraction"] == 0.1
+        elif c["role"] == "source":
+            assert c["settings"]["label_fraction"] == 1.0
+        else:
+            assert c["settings"]["label_fraction"] == 0.1
+    assert len([c for c in build_cells(ExperimentConfig(**{**cfg.to_dict(), "shared_sources": False}), 5)
+                if c["role"] == "source"]) == 9
+    with pytest.raises(ExperimentError, match="source_label_fraction"):
+        build_cells(ExperimentConfig(data="x", source_label_fraction=0.0), n_subjects=5)
+
+
 def test_tiny_grid_end_to_end_then_resume(shards, tmp_path):
     out = tmp_path / "exp"
     cfg = _cfg(shards, out)

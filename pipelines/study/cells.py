@@ -170,9 +170,14 @@ def cell_state(cell: dict, run_dir: Path, overwrite: bool) -> tuple[str, dict | 
 
 def fill_source_f1(rows: list[dict]) -> list[dict]:
     """Set each transfer row's ``src_test_macro_f1`` from its unit's pretrained run of the source
-    stream (a ``source`` row, or the ``baseline`` row of a stream that is a target too; one source only)."""
-    src = {(r["cell"].split("/")[0], r["tgt"]): r["test_macro_f1"] for r in rows if r["role"] in ("source", "baseline")}
+    stream (a ``source`` row, or the ``baseline`` row of a stream that is a target too; with
+    ``shared_sources`` the fold's source run; one source only)."""
+    alone = [r for r in rows if r["role"] in ("source", "baseline")]
+    src = {(r["cell"].split("/")[0], r["tgt"]): r["test_macro_f1"] for r in alone}
+    per_fold = {(r["split"], r["fold"], r["tgt"]): r["test_macro_f1"] for r in alone if r["role"] == "source"}
     for r in rows:
         if r["role"] == "transfer" and r["src"] and "+" not in r["src"]:
-            r["src_test_macro_f1"] = src.get((r["cell"].split("/")[0], r["src"]))
+            # the unit's own source run, or the fold's shared one (shared_sources)
+            r["src_test_macro_f1"] = src.get((r["cell"].split("/")[0], r["src"]),
+                                             per_fold.get((r["split"], r["fold"], r["src"])))
     return rows

@@ -27,6 +27,10 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
+def _unit_name(split: str, fold: int, n: int, seed: int) -> str:
+    return f"id-s{seed}" if (split == "id" and n == 1) else f"{split}-f{fold}of{n}-s{seed}"
+
+
 def _units(cfg: ExperimentConfig, n_subjects: int) -> list[dict]:
     folds = cfg.folds if cfg.folds is not None else min(n_subjects, 5)
     if "ood" in cfg.splits and not 2 <= folds <= n_subjects:
@@ -37,11 +41,9 @@ def _units(cfg: ExperimentConfig, n_subjects: int) -> list[dict]:
         n = folds if split == "ood" else int(cfg.id_folds)
         for fold in range(n):
             for seed in cfg.seeds:
-                if split == "id" and n == 1:
-                    name, nf = f"id-s{seed}", None
-                else:
-                    name, nf = f"{split}-f{fold}of{n}-s{seed}", n
-                units.append({"unit": name, "split": split, "fold": int(fold), "folds": nf, "seed": int(seed)})
+                nf = None if (split == "id" and n == 1) else n
+                units.append({"unit": _unit_name(split, fold, n, seed), "split": split, "fold": int(fold), "folds": nf,
+                              "seed": int(seed), "first_seed_unit": _unit_name(split, fold, n, cfg.seeds[0])})
     return units
 
 
@@ -106,6 +108,9 @@ def _alone_cells(cfg: ExperimentConfig, u: dict, streams: list[str], targets: li
     for s in streams:
         is_target = s in targets
         name = f"{u['unit']}/{'base' if is_target else 'src'}-{s}"
+        if not is_target and cfg.shared_sources and u["unit"] != u["first_seed_unit"]:
+            alone[s] = f"{u['first_seed_unit']}/src-{s}"  # trained once per fold, with the first seed
+            continue
         alone[s] = name
         st = {"stage": "pretrain", "modality": s, **base}
         if s in oof:  # a source of an MCMA transfer: its pretraining computes its out-of-fold correctness

@@ -89,6 +89,9 @@ class ExperimentConfig:
                                              "default the [train] label_fraction; 1: the sources see every training "
                                              "label while the targets see label_fraction (a strong camera model, "
                                              "as a pretrained video model would be)")
+    shared_sources: bool = _o(False, "train each source stream (a stream that is no target) once per fold, with the "
+                              "first seed, and share it among the fold's seeds (the seeds then vary the targets only; "
+                              "cheaper)", flag="--shared-sources/--own-sources")
     baseline_lambda: float = _o(1.0, "weight of the logit-KD / feature-KD term (default 1)")
     temperature: float = _o(4.0, "logit-KD temperature (default 4)")
     train: dict = opt(help="training settings passed to every run (a spec's [train] table)", cli=False,
