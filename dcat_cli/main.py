@@ -42,6 +42,7 @@ COMMANDS = {
     "manifest": data_cmds.manifest_cmd, "synth": data_cmds.synth_cmd,
     "pretrain": train_cmds.pretrain_cmd, "transfer": train_cmds.transfer_cmd, "evaluate": train_cmds.evaluate_cmd,
     "predict": train_cmds.predict_cmd, "demo": demo_cmds.demo_cmd, "experiment": experiment_cmds.experiment_cmd,
+    "controls": demo_cmds.controls_cmd,
 }
 for _name, _cmd in COMMANDS.items():
     app.command(_name)(_cmd)

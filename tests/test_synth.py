@@ -303,8 +303,13 @@ def test_config_validation():
         plan_dataset(SynthConfig(seconds=1.0))
 
 
+#: sample_data/ is `dcat synth sample_data --subjects 5 --recordings 3 --seconds 40 --seed 0 --imu-cue 0.5
+#: --source-errors 0.1` (sample_data/README.md): the defaults with a faint wrist cue and camera failures
+SAMPLE_DATA = dict(imu_cue=0.5, source_errors=0.1)
+
+
 def test_committed_sample_data_matches_generator():
-    """sample_data/ is valid and was made by the SynthConfig defaults (README's command)."""
+    """sample_data/ is valid and was made by the SynthConfig defaults plus SAMPLE_DATA (README's command)."""
     root = REPO / "sample_data"
     if not (root / "ground_truth.json").exists():
         pytest.skip("sample_data/ not generated")
@@ -315,11 +320,9 @@ def test_committed_sample_data_matches_generator():
         meta = json.loads((rec / "meta.json").read_text())
         assert not list(validator.iter_errors(meta)), rec.name
     gt = json.loads((root / "ground_truth.json").read_text())
-    defaults = dataclasses.asdict(SynthConfig())
-    # made by the defaults; a sample_data/ from before the knobs lacks them (their defaults change nothing)
-    assert {k: defaults[k] for k in gt["config"]} == gt["config"]
-    assert set(defaults) - set(gt["config"]) <= set(KNOBS)
-    for p in plan_dataset(SynthConfig()):
+    made_by = dataclasses.asdict(SynthConfig(**SAMPLE_DATA))
+    assert gt["config"] == made_by
+    for p in plan_dataset(SynthConfig(**SAMPLE_DATA)):
         segs = [(s["start"], s["end"], s["label"]) for s in gt["recordings"][p.recording]["segments"]]
         assert segs == [tuple(s) for s in p.segments]
     assert sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) < 16 * 2**20
