@@ -143,3 +143,34 @@ def test_label_fraction_trains_the_term_on_unlabelled_windows_with_out_of_fold_c
         pos = np.array([order[k] for k in window_keys(ss, ids)])
         assert np.array_equal(correct[unl], z["conf"][pos][unl] >= tau)
         assert np.array_equal(correct[~unl], z["pred"][pos][~unl] == ss.y[ids][~unl])
+
+
+def test_unlabelled_shards_in_the_directory_train_the_term_only(tmp_path):
+    """Recordings preprocessed with --labels ignore (label "") beside labelled ones: no class "",
+    never validated or tested on, unlabelled windows of the transfer term."""
+    import h5py
+
+    from pipelines.shards.manifest import write_manifest
+
+    d = tmp_path / "shards"
+    write_fake_shards(d, streams=("video", "imu"), **FAKE)
+    unl = sorted(d.glob("s03_*.h5"))
+    for p in unl:
+        with h5py.File(p, "r+") as f:
+            lab = f["windows"]["label"]
+            lab[...] = [b""] * len(lab)
+    write_manifest(d)
+    m = json.loads((d / "manifest.json").read_text())
+    assert "" not in m["classes"] and len(m["classes"]) == 3
+    ss = ShardSet(d, ["imu"])
+    rec_unl = [i for i, r in enumerate(ss.recordings) if r.recording_id.startswith("s03")]
+    assert all((ss.y[ss.ids_of_recording(i)] == -1).all() for i in rec_unl)
+    runs = tmp_path / "runs"
+    common = dict(data=str(d), runs=str(runs), **SMALL)
+    pretrain(TrainConfig(modality="video", **common))
+    info = transfer(TransferConfig(src="video", tgt="imu", mcma=False, **common))
+    ids = apply_split(ss, load_split(runs / "video-to-imu-id" / "split.json"))
+    for part in ("val", "test"):
+        assert len(ids[part]) and (ss.y[ids[part]] >= 0).all()
+    n_unl_train = int((ss.y[ids["train"]] < 0).sum())
+    assert n_unl_train > 0 and info["labels"]["unlabelled"] == n_unl_train and info["unlabelled_in_term"]

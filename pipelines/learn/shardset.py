@@ -22,7 +22,8 @@ from pipelines.shards.format import (FEATURE_DATASETS, SHARD_TYPE, STREAM_TYPE, 
 
 @dataclass
 class Recording:
-    """One shard: its windows (time spans, labels as class indices; -1 for a class the model lacks)."""
+    """One shard: its windows (time spans, labels as class indices; -1 for a class the model lacks
+    and for an unlabelled window, label "")."""
 
     recording_id: str
     subject: str
@@ -86,7 +87,8 @@ class ShardSet:
                 sess = as_str(f.attrs.get("session", ""))
             y = np.array([cls_index.get(lab, -1) for lab in labels], dtype=np.int64)
             for lab in labels[y < 0]:
-                unknown[lab] = unknown.get(lab, 0) + 1
+                if lab != "":  # "": an unlabelled window (preprocessed with --labels ignore)
+                    unknown[lab] = unknown.get(lab, 0) + 1
             self.recordings.append(Recording(rid, subj, sess, path, start, end, y, labels))
         if unknown and unknown_labels == "error":
             raise ShardError(f"{self.data_dir}: labels {sorted(unknown)} are not among the model's classes "

@@ -282,7 +282,9 @@ def make_split(shards, cfg: SplitConfig) -> dict:
 
 def apply_split(shards, split: dict) -> dict[str, np.ndarray]:
     """Global window ids of ``shards`` in each part of ``split`` (windows wholly inside a part's
-    interval of their recording). Recordings the split does not name are in no part."""
+    interval of their recording). Recordings the split does not name are in no part. A window
+    without a label (``y`` -1: label "", from ``dcat preprocess --labels ignore``) can only train
+    (a transfer's alignment term): it is in no validation or test part."""
     out = {k: [] for k in PARTS}
     recs = split.get("recordings", {})
     for ri, r in enumerate(shards.recordings):
@@ -300,7 +302,12 @@ def apply_split(shards, split: dict) -> dict[str, np.ndarray]:
             inside = np.zeros(len(r.start_s), dtype=bool)
             inside[ok] = r.end_s[ok] <= a[k[ok], 1] + EPS_S
             out[name].append(base + np.flatnonzero(inside))
-    return {k: (np.concatenate(v) if v else np.zeros(0, np.int64)).astype(np.int64) for k, v in out.items()}
+    ids = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)).astype(np.int64) for k, v in out.items()}
+    y = getattr(shards, "y", None)
+    if y is not None:
+        for k in ("val", "test"):
+            ids[k] = ids[k][y[ids[k]] >= 0]
+    return ids
 
 
 def save_split(path: Path, split: dict) -> None:

@@ -119,7 +119,7 @@ def _manifest_from_summaries(summaries: list[tuple[Path, dict]]) -> dict:
             info["mean"] = [float(x) for x in mean]
             info["std"] = [float(x) for x in np.sqrt(np.maximum(var, 0))]
     return {"encoding-type": MANIFEST_TYPE, "encoding-version": ENCODING_VERSION, "tool_version": __version__,
-            "classes": sorted(per_class), "settings": settings, "streams": dict(sorted(streams.items())),
+            "classes": sorted(c for c in per_class if c != ""), "settings": settings, "streams": dict(sorted(streams.items())),
             "shards": shards, "n_windows": int(sum(per_class.values())),
             "windows_per_class": dict(sorted(per_class.items())), "windows_per_subject": dict(sorted(per_subject.items()))}
 

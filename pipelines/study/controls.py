@@ -199,6 +199,8 @@ def control_row(ds: Dataset, fraction: float, summary: list[dict], lam: float = 
             row[f"{key}_diff"] = e.get("diff_mean")
             row[f"{key}_lo"] = e.get("diff_lo")
             row[f"{key}_hi"] = e.get("diff_hi")
+            row[f"{key}_blo"] = e.get("boot_lo")  # subject bootstrap (shown where the test sets are few)
+            row[f"{key}_bhi"] = e.get("boot_hi")
         if key.startswith("dcat") or key == "logitkd":
             row[f"{key}_keep"] = e.get("keep_rate")
     row["dcat_chosen"] = "; ".join(f"{name} x{n}" for name, n in (by.get("dcat") or {}).get("chosen") or [])
@@ -229,11 +231,14 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _d(row: dict, key: str) -> str:
+def _d(row: dict, key: str, boot: bool = False) -> str:
     m, lo, hi = row.get(f"{key}_diff"), row.get(f"{key}_lo"), row.get(f"{key}_hi")
     if m is None:
         return "-"
     ci = f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
+    blo, bhi = row.get(f"{key}_blo"), row.get(f"{key}_bhi")
+    if boot and blo is not None and bhi is not None:
+        ci += f" (subjects [{blo:+.3f}, {bhi:+.3f}])"
     return f"{m:+.3f}{ci}"
 
 
@@ -244,15 +249,24 @@ def _f(row: dict, key: str) -> str:
 
 def verdict(row: dict, key: str = "dcat") -> str:
     """What a line's difference (``key``: D-CAT chosen on validation by default) says against the null:
-    ``gain`` (interval above 0 and mean above the null's interval), ``loss`` (the mirror), else ``within noise``."""
+    ``gain`` (t interval over test sets above 0 and mean above the null's interval), ``loss`` (the
+    mirror); with few test sets the t interval is wide, so the same test on the subject bootstrap
+    gives ``gain (subject bootstrap only)`` / ``loss (...)``; else ``within noise``."""
     lo, hi = row.get(f"{key}_lo"), row.get(f"{key}_hi")
     nlo, nhi = row.get("null_lo"), row.get("null_hi")
     if lo is None or hi is None:
         return "-"
-    if lo > 0 and (nhi is None or row[f"{key}_diff"] > nhi):
+    m = row[f"{key}_diff"]
+    if lo > 0 and (nhi is None or m > nhi):
         return "gain"
-    if hi < 0 and (nlo is None or row[f"{key}_diff"] < nlo):
+    if hi < 0 and (nlo is None or m < nlo):
         return "loss"
+    blo, bhi = row.get(f"{key}_blo"), row.get(f"{key}_bhi")
+    nblo, nbhi = row.get("null_blo"), row.get("null_bhi")
+    if blo is not None and blo > 0 and (nbhi is None or m > nbhi):
+        return "gain (subject bootstrap only)"
+    if bhi is not None and bhi < 0 and (nblo is None or m < nblo):
+        return "loss (subject bootstrap only)"
     return "within noise"
 
 
@@ -264,8 +278,10 @@ def render_controls(rows: list[dict], lam: float = 1.0) -> str:
              "Test macro-F1 of the video source and the IMU alone (mean ± SD over folds x seeds), and every other "
              "column the paired difference to the IMU alone with its 95% interval over test sets (time-block "
              "folds; the seeds of a fold averaged first). The null is the IMU alone trained with a second seed: "
-             "the noise floor. Verdict: `gain` when the interval lies above 0 and the mean above the null's "
-             "interval, `loss` the mirror, else `within noise`. Logit KD (the source's softened class "
+             "the noise floor. With 3 test sets the t interval is wide (t = 4.30), so the subject-level "
+             "bootstrap (test subjects resampled) is given beside it: (subjects [lo, hi]). Verdict: `gain` when "
+             "the t interval lies above 0 and the mean above the null's interval, `loss` the mirror, `gain "
+             "(subject bootstrap only)` when only the bootstrap interval does, else `within noise`. Logit KD (the source's softened class "
              "probabilities, the same unlabelled windows) is the reference for what a transfer through those "
              "windows can give here.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -273,8 +289,9 @@ def render_controls(rows: list[dict], lam: float = 1.0) -> str:
         keep = r.get("dcat_mcma_keep")
         lines.append("| " + " | ".join([
             r["control"], f"{r['imu_cue']:g}", f"{r['source_errors']:.0%}", f"{r['label_fraction']:.0%}",
-            _f(r, "video"), _f(r, "imu"), _d(r, "null"), _d(r, "dcat"), _d(r, "dcat_mcma"), _d(r, "dcat_nomcma"),
-            "-" if keep is None else f"{keep:.2f}", _d(r, "logitkd"), str(r.get("n_tests") or "-"), verdict(r),
+            _f(r, "video"), _f(r, "imu"), _d(r, "null", True), _d(r, "dcat", True), _d(r, "dcat_mcma"),
+            _d(r, "dcat_nomcma"), "-" if keep is None else f"{keep:.2f}", _d(r, "logitkd", True),
+            str(r.get("n_tests") or "-"), verdict(r),
             verdict(r, "logitkd")]) + " |")
     chosen = [f"{r['dataset']} {r['label_fraction']:.0%}: {r['dcat_chosen']}" for r in rows if r.get("dcat_chosen")]
     if chosen:
