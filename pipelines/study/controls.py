@@ -319,6 +319,16 @@ def plot_controls(rows: list[dict], out_dir: Path) -> list[Path]:
         hi = [(r[f"{key}_hi"] if r[f"{key}_hi"] is not None else r[f"{key}_diff"]) - r[f"{key}_diff"] for r in rs]
         ax.errorbar(xs, m, yerr=[lo, hi], marker="o", capsize=3, label=label, color=color)
 
+    def finish(fig, ax, xlabel: str, name: str) -> Path:
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test macro-F1 minus IMU alone (95% CI)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        return out_dir / name
+
     fig, ax = plt.subplots(figsize=(6, 4))
     pos = sorted([r for r in rows if r["dataset"] == "positive"], key=lambda r: r["label_fraction"])
     neg = sorted([r for r in rows if r["dataset"] == "negative"], key=lambda r: r["label_fraction"])
@@ -327,15 +337,8 @@ def plot_controls(rows: list[dict], out_dir: Path) -> list[Path]:
     series(ax, pos, "label_fraction", "null", "positive: null (2nd seed)", "0.5", -0.06)
     series(ax, neg, "label_fraction", "dcat", "negative (noise source): D-CAT", "C3", 0.12)
     series(ax, neg, "label_fraction", "logitkd", "negative (noise source): logit KD", "C1", 0.18)
-    ax.axhline(0, color="k", lw=0.8)
     ax.set_xscale("log")
-    ax.set_xlabel("share of the IMU's training windows labelled")
-    ax.set_ylabel("test macro-F1 minus IMU alone (95% CI)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out_dir / "gain_vs_label_fraction.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(finish(fig, ax, "share of the IMU's training windows labelled", "gain_vs_label_fraction.png"))
 
     sweep = sorted([r for r in rows if r["control"] in ("cue sweep",) or
                     (r["dataset"] == "positive" and any(s["control"] == "cue sweep" and s["label_fraction"] == r["label_fraction"]
@@ -345,14 +348,8 @@ def plot_controls(rows: list[dict], out_dir: Path) -> list[Path]:
         series(ax, sweep, "imu_cue", "dcat", "D-CAT (chosen on validation)", "C0")
         series(ax, sweep, "imu_cue", "logitkd", "logit KD (reference)", "C2", 0.01)
         series(ax, sweep, "imu_cue", "null", "null (2nd seed)", "0.5", -0.01)
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_xlabel(f"wrist cue (dcat synth --imu-cue), {sweep[0]['label_fraction']:.0%} labelled")
-        ax.set_ylabel("test macro-F1 minus IMU alone (95% CI)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        paths.append(out_dir / "gain_vs_cue.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(finish(fig, ax, f"wrist cue (dcat synth --imu-cue), {sweep[0]['label_fraction']:.0%} labelled",
+                            "gain_vs_cue.png"))
     return paths
 
 
