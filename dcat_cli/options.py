@@ -91,7 +91,7 @@ def argument(name: str, typ, *, help: str, default=_P.empty) -> inspect.Paramete
 
 # ------------------------------------------------------------------ README tables
 
-README_BLOCKS = ("synth", "preprocess", "pretrain", "transfer", "demo", "experiment", "experiment-train")
+README_BLOCKS = ("synth", "preprocess", "pretrain", "transfer", "demo", "experiment", "experiment-train", "controls")
 
 
 def extra_rows(params: list[inspect.Parameter]) -> str:
@@ -139,6 +139,11 @@ def readme_block(name: str) -> str:
         from pipelines.study.spec import ExperimentConfig
 
         return option_table(ExperimentConfig) + extra_rows(EXPERIMENT_RUN_OPTIONS)
+    if name == "controls":
+        from dcat_cli.demo_cmds import DEMO_RUN_OPTIONS
+        from pipelines.study.controls import ControlsConfig
+
+        return option_table(ControlsConfig) + extra_rows(DEMO_RUN_OPTIONS)
     if name == "experiment-train":
         return ("`[train]` keys (each is the `dcat pretrain`/`dcat transfer` option of that name, `_` for `-`): "
                 + ", ".join(f"`{k}`" for k in EXPERIMENT_TRAIN_KEYS) + ".\n")

@@ -56,7 +56,7 @@ class ControlsConfig:
     fractions: list = opt(help="labelled shares of the positive control (comma-separated)", cli_type=str,
                           default_factory=lambda: [0.05, 0.1, 0.25, 1.0])
     cues: list = opt(help="wrist cues of the cue sweep (comma-separated)", cli_type=str,
-                     default_factory=lambda: [0.0, 0.25, 0.5, 1.0])
+                     default_factory=lambda: [0.0, 0.5, 1.0])
     fraction: float = opt(0.05, "labelled share of the cue sweep and of the negative control's low point")
     lambdas: list = opt(help="D-CAT lambdas (comma-separated); the table's D-CAT row is the lambda and MCMA setting "
                         "chosen on validation in each unit, the MCMA columns are at the first lambda",
