@@ -80,7 +80,8 @@ def demo_table(summary: list[dict]) -> list[dict]:
             continue
         rows.append({"model": name, "f1_mean": e["f1_mean"], "f1_std": e["f1_std"], "n_runs": e["n_runs"],
                      "diff_mean": e["diff_mean"], "diff_lo": e["diff_lo"], "diff_hi": e["diff_hi"],
-                     "n_tests": e["n_tests"], "keep_rate": e["keep_rate"] if role == "transfer" else None})
+                     "n_tests": e["n_tests"], "boot_lo": e["boot_lo"], "boot_hi": e["boot_hi"],
+                     "keep_rate": e["keep_rate"] if role == "transfer" else None})
     return rows
 
 
@@ -95,11 +96,12 @@ def render_table(res: dict) -> str:
     """The demo's table as Markdown (what ``dcat demo`` prints and the README shows)."""
     lines = [f"test macro-F1, in distribution: {res['folds']} time-block folds x seeds "
              f"{', '.join(map(str, res['seeds']))}; the IMU sees {res['label_fraction']:.0%} of its training labels",
-             "", "| | macro-F1 (mean ± SD over runs) | difference to IMU alone [95% CI over test sets] | test sets (runs) |",
-             "|---|---|---|---|"]
+             "", "| | macro-F1 (mean ± SD over runs) | difference to IMU alone [95% CI over test sets] | "
+             "subject bootstrap [95%] | test sets (runs) |", "|---|---|---|---|---|"]
     for r in res["table"]:
         n = f"{r['n_tests']} ({r['n_runs']})" if r["n_tests"] else f"- ({r['n_runs']})"
-        lines.append(f"| {r['model']} | {r['f1_mean']:.3f} ± {r['f1_std']:.3f} | {_diff_text(r)} | {n} |")
+        boot = f"[{r['boot_lo']:+.3f}, {r['boot_hi']:+.3f}]" if r.get("boot_lo") is not None else "-"
+        lines.append(f"| {r['model']} | {r['f1_mean']:.3f} ± {r['f1_std']:.3f} | {_diff_text(r)} | {boot} | {n} |")
     return "\n".join(lines) + "\n"
 
 
