@@ -80,6 +80,18 @@ class MisalignError(DcatError):
     """A --misalign value that cannot be used."""
 
 
+def check_label_fraction(fraction) -> float:
+    """``--label-fraction`` as a float in (0, 1], or a :class:`TrainingError` saying what to give."""
+    try:
+        f = float(fraction)
+    except (TypeError, ValueError):
+        f = float("nan")
+    if not (0.0 < f <= 1.0):
+        raise TrainingError(f"--label-fraction {fraction}: give a share of the training windows in (0, 1] "
+                            "(1: every label; 0.1: one window in ten keeps its label)")
+    return f
+
+
 def parse_misalign(spec) -> dict[str, float]:
     """``"imu=0.5"`` / ``"imu=0.5,audio=-0.2"`` / ``{"imu": 0.5}`` -> ``{stream: seconds}``."""
     if spec in (None, "", {}):
@@ -200,9 +212,8 @@ class TrainConfig:
             self.test_subjects = parse_list(self.test_subjects) or None
         if self.epochs is not None and int(self.epochs) < 1:
             raise TrainingError(f"--epochs {self.epochs}: train at least 1 epoch")
-        if self.label_fraction is not None and not (0.0 < float(self.label_fraction) <= 1.0):
-            raise TrainingError(f"--label-fraction {self.label_fraction}: give a share of the training windows in "
-                                "(0, 1] (1: every label)")
+        if self.label_fraction is not None:
+            check_label_fraction(self.label_fraction)
         if self.val_smooth is not None and int(self.val_smooth) < 1:
             raise TrainingError(f"--val-smooth {self.val_smooth}: average at least 1 epoch (1: no smoothing)")
 

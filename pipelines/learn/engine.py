@@ -159,8 +159,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, step_fn: StepFn
         scheduler.step()
         n += b
         lab = batch["y"] >= 0  # windows without a label (--label-fraction) have no accuracy
-        n_lab += int(lab.sum())
-        correct += int(((logits.argmax(1) == batch["y"]) & lab).sum())
+        c, nl = torch.stack([((logits.argmax(1) == batch["y"]) & lab).sum(), lab.sum()]).tolist()  # one sync
+        correct, n_lab = correct + int(c), n_lab + int(nl)
         lv = float(loss.detach())
         sums["loss"] = sums.get("loss", 0.0) + lv * b
         for k, v in terms.items():

@@ -32,21 +32,14 @@ import numpy as np
 import torch
 
 from pipelines.core.errors import TrainingError
+from pipelines.learn.config import check_label_fraction
 from pipelines.learn.data import BlockDataset, ShardSet
-
-
-def check_fraction(fraction) -> float:
-    f = float(fraction)
-    if not (0.0 < f <= 1.0):
-        raise TrainingError(f"--label-fraction {fraction}: give a share of the training windows in (0, 1] "
-                            "(1: every label; 0.1: one window in ten keeps its label)")
-    return f
 
 
 def hide_labels(shards: ShardSet, train_ids, fraction: float, seed: int, fold: int | None = None) -> np.ndarray:
     """Hide the labels of all but a seeded ``fraction`` of the training windows ``train_ids``
     (``shards.y`` -> -1 there); returns which of ``train_ids`` keep theirs ([n] bool)."""
-    f = check_fraction(fraction)
+    f = check_label_fraction(fraction)
     ids = np.asarray(train_ids, np.int64)
     y = shards.y[ids]
     keep = y >= 0
@@ -167,4 +160,4 @@ def training_data(plan: LabelPlan, make: callable, with_unlabelled: bool):
     return LabelledEpochs(make(plan.labelled), plan.repeats, unl)
 
 
-__all__ = ["check_fraction", "check_world", "hide_labels", "LabelPlan", "label_plan", "LabelledEpochs", "training_data"]
+__all__ = ["check_world", "hide_labels", "LabelPlan", "label_plan", "LabelledEpochs", "training_data"]

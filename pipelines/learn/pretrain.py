@@ -64,9 +64,9 @@ def _pretrain(cfg: TrainConfig, hooks: Hooks | None, device: torch.device) -> di
     if cfg.d is None:
         cfg.d = 64
     shards = ShardSet(cfg.data, [cfg.modality])
-    split = ddp.on_main(prepare_split, out, shards, cfg.split_config(), resuming)
-    ids = apply_split(shards, split)
     scfg = cfg.split_config()
+    split = ddp.on_main(prepare_split, out, shards, scfg, resuming)
+    ids = apply_split(shards, split)
     labels = label_plan(shards, ids["train"], cfg.label_fraction, scfg.seed, scfg.fold)
     check_world(labels, world=ddp.world_size())
     torch.manual_seed(cfg.seed)

@@ -303,10 +303,8 @@ def apply_split(shards, split: dict) -> dict[str, np.ndarray]:
             inside[ok] = r.end_s[ok] <= a[k[ok], 1] + EPS_S
             out[name].append(base + np.flatnonzero(inside))
     ids = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)).astype(np.int64) for k, v in out.items()}
-    y = getattr(shards, "y", None)
-    if y is not None:
-        for k in ("val", "test"):
-            ids[k] = ids[k][y[ids[k]] >= 0]
+    for k in ("val", "test"):
+        ids[k] = ids[k][shards.y[ids[k]] >= 0]
     return ids
 
 

@@ -340,9 +340,10 @@ def plot_controls(rows: list[dict], out_dir: Path) -> list[Path]:
     ax.set_xscale("log")
     paths.append(finish(fig, ax, "share of the IMU's training windows labelled", "gain_vs_label_fraction.png"))
 
-    sweep = sorted([r for r in rows if r["control"] in ("cue sweep",) or
-                    (r["dataset"] == "positive" and any(s["control"] == "cue sweep" and s["label_fraction"] == r["label_fraction"]
-                                                        for s in rows))], key=lambda r: r["imu_cue"])
+    sweep_fractions = {r["label_fraction"] for r in rows if r["control"] == "cue sweep"}
+    sweep = sorted([r for r in rows if r["control"] == "cue sweep"
+                    or (r["dataset"] == "positive" and r["label_fraction"] in sweep_fractions)],
+                   key=lambda r: r["imu_cue"])  # the positive control is the sweep's point at its own cue
     if sweep:
         fig, ax = plt.subplots(figsize=(6, 4))
         series(ax, sweep, "imu_cue", "dcat", "D-CAT (chosen on validation)", "C0")

@@ -103,6 +103,15 @@ def _comparable(a: Series, b: Series) -> bool:
     return a.coarse == b.coarse and (a.coarse or a.kind == b.kind)
 
 
+def _on_grid(env, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """An envelope on ``grid``, standardised over its known samples, and the mask of those; None when
+    they cover less than ``MIN_OVERLAP_S``."""
+    x, m = env.at(grid)
+    if m.sum() < MIN_OVERLAP_S * ENV_RATE_HZ:
+        return None
+    return _standardise(x, m), m
+
+
 def _standardise(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
     if ok.sum() < 2:
         return np.zeros_like(x)
@@ -160,18 +169,18 @@ def _pair_curves(ref: list[Series], other: list[Series], a0: float, n: int, big_
     phases = random_phases(n, n_surrogates(size))
     on_a = []
     for s in ref:
-        xa, ma = s.at(grid_a)
-        if ma.sum() < MIN_OVERLAP_S * rate:
+        got = _on_grid(s, grid_a)
+        if got is None:
             continue
-        xa = _standardise(xa, ma)
+        xa, ma = got
         rows = np.vstack([xa[None], surrogates(xa, ma, phases)])
         on_a.append((s, ma, _autocorr(xa, ma, n_null), row_spectra(rows, size)))
     out = []
     for sb in other:
-        xb, mb = sb.at(grid_b)
-        if mb.sum() < MIN_OVERLAP_S * rate:
+        got = _on_grid(sb, grid_b)
+        if got is None:
             continue
-        xb = _standardise(xb, mb)
+        xb, mb = got
         rb = _autocorr(xb[big_k:big_k + n], mb[big_k:big_k + n], n_null)
         for sa, ma, ra, spec in on_a:
             if not _comparable(sa, sb):
