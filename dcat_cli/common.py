@@ -12,7 +12,10 @@ err_console = Console(stderr=True, soft_wrap=True)  # messages, progress
 
 
 def fail(msg: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[red]error[/red] {msg}", highlight=False)
+    """Print ``error <msg>`` on stderr (the message verbatim: brackets in it are not markup) and exit."""
+    from rich.markup import escape
+
+    err_console.print(f"[red]error[/red] {escape(msg)}", highlight=False)
     raise typer.Exit(code)
 
 

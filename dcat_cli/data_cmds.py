@@ -129,6 +129,10 @@ def _render_preprocess(s: dict, results: list[dict], out: Path) -> None:
                           + (f" | sync uncertain: {', '.join(s['sync_uncertain'])}" if s["sync_uncertain"] else ""))
     for msg in s["warnings"]:
         err_console.print(f"[yellow]warning[/yellow] {msg}", highlight=False)
+    if s.get("leftovers_removed"):
+        left = s["leftovers_removed"]
+        err_console.print(f"removed {len(left)} leftover(s) of interrupted runs from {out}: "
+                          + ", ".join(left[:10]) + (" ..." if len(left) > 10 else ""), highlight=False)
 
 
 def inspect_cmd(
@@ -197,7 +201,7 @@ def validate_cmd(
         from pipelines.shards.validate import validate_shards
         from pipelines.ingest.validate import looks_like_shards, validate_raw
 
-        kind = "shards" if looks_like_shards(path) else "raw"
+        kind = "shards" if looks_like_shards(path) or (path.is_file() and path.suffix == ".h5") else "raw"
         problems = validate_shards(path) if kind == "shards" else validate_raw(path, deep=deep)
         if as_json:
             out_console.print_json(to_json({"path": str(path), "kind": kind, "ok": not problems, "problems": problems}))
@@ -227,9 +231,9 @@ def manifest_cmd(
         m = write_manifest(shards_dir)
         missing, extra = [], []
         if expect:
-            from pipelines.ingest.raw import discover
+            from pipelines.ingest.raw import discover, recording_id
 
-            want = {p.name for p in discover(expect)}
+            want = {recording_id(p.name) for p in discover(expect)}
             have = {s["recording_id"] for s in m["shards"]}
             missing, extra = sorted(want - have), sorted(have - want)
         res = {"shards": len(m["shards"]), "n_windows": m["n_windows"], "classes": m["classes"],

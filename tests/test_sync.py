@@ -368,3 +368,13 @@ def test_moving_average_does_not_shift_the_series(n):
     k = np.arange(101)
     assert (y * k).sum() / y.sum() == pytest.approx(50.0, abs=1e-9)  # centre of mass stays on the impulse
     assert y.sum() == pytest.approx(1.0)
+
+
+def test_moving_average_keeps_the_length_when_the_window_is_longer_than_the_series():
+    from pipelines.ingest.sync.envelopes import moving_average
+
+    x = np.array([1.0, 2.0, 6.0])
+    out = moving_average(x, 20)
+    assert out.shape == (3,)
+    assert np.allclose(out, 3.0)  # every sample's window holds the whole series
+    assert np.allclose(moving_average(np.arange(10.0), 3)[1:-1], np.arange(1.0, 9.0))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pipelines.core.errors import DcatError
 from pipelines.core.io import parse_list
-from pipelines.core.options import opt
+from pipelines.core.options import check_options, opt
 from pipelines.core.timeutil import num_samples
 
 
@@ -35,32 +35,34 @@ class PreprocessConfig:
     fps: float = opt(30.0, "video frame rate in the shards; resampled by timestamps (the frame shown at each grid time)")
     imu_hz: float = opt(50.0, "IMU rate; anti-aliased (linear interpolation on the timestamps, then polyphase FIR "
                        "decimation)")
-    audio_sr: int = opt(16000, "audio rate (soxr HQ) before log-mel")
+    audio_sr: int = opt(16000, "audio rate (soxr HQ) before log-mel", ge=1)
     window_s: float = opt(2.0, "window length, seconds", flag="--window")
     stride_s: float = opt(1.0, "window step, seconds", flag="--stride")
     video_size: tuple[int, int] = opt((112, 112), "frame size in the shards: `112` or `HxW`, e.g. `96x128`",
-                                     cli_type=str, cli_default="112")
-    n_mels: int = opt(64, "mel bands (25 ms FFT, 10 ms hop at 16 kHz)")
-    n_fft: int = opt(400, "FFT length of the log-mel, samples", cli=False)
-    hop_length: int = opt(160, "hop of the log-mel, samples", cli=False)
+                                     cli_type=str, cli_default="112", ge=1)
+    n_mels: int = opt(64, "mel bands (25 ms FFT, 10 ms hop at 16 kHz)", ge=1)
+    n_fft: int = opt(400, "FFT length of the log-mel, samples", cli=False, ge=1)
+    hop_length: int = opt(160, "hop of the log-mel, samples", cli=False, ge=1)
     audio_waveform: bool = opt(False, "also store the resampled waveform per window",
                               flag="--audio-waveform/--no-audio-waveform")
     streams: tuple[str, ...] | None = opt(None, "comma-separated stream names to keep, e.g. `video,imu` (default: all "
-                                         "in meta.json)", cli_type=str)
+                                         "in meta.json)", cli_type=str, items=str)
     min_purity: float = opt(0.8, "a window keeps its majority label only if that label covers at least this "
                            "fraction of it; otherwise it is dropped (`label_purity`)")
     align: str = opt("meta", "`meta`: apply `clock_offset_s` from meta.json, estimate and report the lag; "
                     "`estimate`: also apply reliable lag estimates (and a measured clock drift) to whole clock groups; "
-                    "uncertain ones are reported, never applied")
-    max_lag_s: float = opt(2.0, "largest lag (s) searched", flag="--max-lag")
+                    "uncertain ones are reported, never applied", choices=("meta", "estimate"))
+    max_lag_s: float = opt(2.0, "largest lag (s) searched", flag="--max-lag", gt=0)
     lag_tol_s: float = opt(0.1, "a reliable estimated lag above this (s) flags the recording as out of sync",
-                          flag="--lag-tol")
-    rate_tol: float = opt(0.01, "relative declared-vs-measured rate difference reported as a rate warning")
+                          flag="--lag-tol", ge=0)
+    rate_tol: float = opt(0.01, "relative declared-vs-measured rate difference reported as a rate warning", ge=0)
     short_streams: str = opt("fail", "a stream that starts late / ends early by more than --coverage-tol: `fail` the "
-                            "recording or `crop` to the span all streams cover")
-    coverage_tol_s: float = opt(2.0, "seconds of late start / early end tolerated", flag="--coverage-tol")
+                            "recording or `crop` to the span all streams cover",
+                            choices=("fail", "crop"))
+    coverage_tol_s: float = opt(2.0, "seconds of late start / early end tolerated", flag="--coverage-tol", ge=0)
     labels: str = opt("require", "`require`: every recording needs labels.csv or a meta.json label; `ignore`: "
-                     "unlabelled windows, no purity gate (deployment, `dcat predict`)")
+                     "unlabelled windows, no purity gate (deployment, `dcat predict`)",
+                     choices=("require", "ignore"))
 
     def __post_init__(self):
         if isinstance(self.video_size, str):
@@ -69,20 +71,16 @@ class PreprocessConfig:
             self.streams = tuple(parse_list(self.streams)) or None
         if isinstance(self.video_size, int):
             self.video_size = (self.video_size, self.video_size)
-        self.video_size = tuple(int(v) for v in self.video_size)
+        if isinstance(self.video_size, (list, tuple)):
+            self.video_size = tuple(self.video_size)
         if self.streams is not None:
             self.streams = tuple(self.streams)
+        check_options(self, DcatError)  # types and declared ranges; the checks below keep their messages
         for name in ("fps", "imu_hz", "window_s", "stride_s"):
             if not getattr(self, name) > 0:
                 raise DcatError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         if self.audio_sr <= 0 or self.n_fft > num_samples(self.window_s, self.audio_sr):
             raise DcatError(f"--audio-sr {self.audio_sr} gives windows shorter than one FFT frame ({self.n_fft})")
-        if self.align not in ("meta", "estimate"):
-            raise DcatError(f"--align must be 'meta' or 'estimate', got '{self.align}'")
-        if self.short_streams not in ("fail", "crop"):
-            raise DcatError(f"--short-streams must be 'fail' or 'crop', got '{self.short_streams}'")
-        if self.labels not in ("require", "ignore"):
-            raise DcatError(f"--labels must be 'require' or 'ignore', got '{self.labels}'")
         if not 0.0 < self.min_purity <= 1.0:
             raise DcatError(f"--min-purity must be in (0, 1], got {self.min_purity}")
 

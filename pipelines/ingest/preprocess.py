@@ -11,6 +11,9 @@ re-exported here, where callers have always found them.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
 import time
 import traceback
 from datetime import datetime, timezone
@@ -18,8 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 from pipelines import __version__
-from pipelines.core.errors import DcatError, RecordingError
+from pipelines.core.errors import DcatError, RecordingError, ShardError
+from pipelines.core.lock import FileLock, lock_path_for
 from pipelines.ingest.config import PreprocessConfig
+from pipelines.ingest.outdir import clear_leftovers, quarantine, shard_lock, sweep_leftovers
+from pipelines.ingest.raw import recording_id
 from pipelines.ingest.recording import process_recording, shard_path
 from pipelines.ingest.windows import REJECT_REASONS
 from pipelines.core.io import to_json
@@ -36,41 +42,71 @@ __all__ = [
 
 
 def _run_one(rec_dir: str, out_dir: str, cfg: PreprocessConfig, overwrite: bool) -> dict:
-    """Worker entry: never raises; returns a result record with status ok / skipped / failed."""
-    rid = Path(rec_dir).name
+    """Worker entry: never raises; returns a result record with status ok / skipped / failed.
+
+    The shard's lock (:func:`pipelines.ingest.outdir.shard_lock`) is held throughout: another run
+    making the same shard is waited for, and then its shard is found and skipped."""
+    folder = Path(rec_dir).name
+    rid = recording_id(folder)
     t0 = time.perf_counter()
+    extra: dict = {} if folder == rid else {"folder": folder}
     try:
         final = shard_path(Path(out_dir), rid)
-        if final.exists() and not overwrite:
-            prev = existing_shard_info(final)
-            if prev["args"] != cfg.as_dict():
-                raise RecordingError(rid, str(final), "a shard made with different settings exists",
-                                     "use --overwrite to replace it, or another --out")
-            return {"recording": rid, "status": "skipped", "info": prev["checks"], "seconds": time.perf_counter() - t0}
-        info = process_recording(Path(rec_dir), Path(out_dir), cfg)
-        return {"recording": rid, "status": "ok", "info": info, "seconds": time.perf_counter() - t0}
+        with shard_lock(final):
+            clear_leftovers(Path(out_dir), final.name)
+            if final.exists() and not overwrite:
+                try:
+                    prev = existing_shard_info(final)
+                except ShardError as e:
+                    if isinstance(e.__cause__, BlockingIOError):  # open for writing elsewhere: not ours to move
+                        raise RecordingError(rid, str(final), f"the shard is in use by another program ({e.__cause__})",
+                                             "close it and run again") from None
+                    moved = quarantine(final)
+                    extra["quarantined"] = {"file": str(final), "moved_to": str(moved), "problem": str(e)}
+                else:
+                    if prev["args"] != cfg.as_dict():
+                        raise RecordingError(rid, str(final), "a shard made with different settings exists",
+                                             "use --overwrite to replace it, or another --out")
+                    return {"recording": rid, "status": "skipped", "info": prev["checks"],
+                            "seconds": time.perf_counter() - t0}
+            info = process_recording(Path(rec_dir), Path(out_dir), cfg)
+        return {"recording": rid, "status": "ok", "info": info, **extra, "seconds": time.perf_counter() - t0}
     except RecordingError as e:
-        out = {"recording": rid, "status": "failed", "error": e.as_dict(), "message": str(e),
+        out = {"recording": rid, "status": "failed", "error": e.as_dict(), "message": str(e), **extra,
                "seconds": time.perf_counter() - t0}
         if getattr(e, "sync", None):  # the lag estimate made before the recording failed
             out["sync"] = e.sync
         return out
     except DcatError as e:
         return {"recording": rid, "status": "failed", "error": {"recording": rid, "file": None, "problem": str(e)},
-                "message": f"{rid}: {e}", "seconds": time.perf_counter() - t0}
+                "message": f"{rid}: {e}", **extra, "seconds": time.perf_counter() - t0}
     except Exception as e:  # a bug, or a library failing in a way we did not foresee: keep going
         tb = traceback.format_exc(limit=3)
         return {"recording": rid, "status": "failed",
                 "error": {"recording": rid, "file": None, "problem": f"internal error {type(e).__name__}: {e}", "traceback": tb},
-                "message": f"{rid}: internal error {type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
+                "message": f"{rid}: internal error {type(e).__name__}: {e}", **extra, "seconds": time.perf_counter() - t0}
 
 
 def existing_shard_info(path: Path) -> dict:
-    """The settings (``args``) and info record (``checks``) stored in an existing shard."""
+    """The settings (``args``) and info record (``checks``) stored in an existing shard; ShardError
+    (the cause chained) when it does not open as a shard (truncated, empty, not HDF5, attributes
+    or groups missing) or fails the checks every reader runs (``pipelines.shards.check``)."""
     import h5py
 
-    with h5py.File(path, "r") as h:
-        return {"args": json.loads(h.attrs["args_json"]), "checks": json.loads(h.attrs["checks_json"])}
+    from pipelines.shards.check import check_shard
+
+    try:
+        with h5py.File(path, "r") as h:
+            missing = [k for k in ("windows", "streams") if k not in h]
+            if missing:
+                raise ShardError(f"{path}: no {' or '.join('/' + k for k in missing)} (not a complete shard)")
+            info = {"args": json.loads(h.attrs["args_json"]), "checks": json.loads(h.attrs["checks_json"])}
+    except ShardError:
+        raise
+    except Exception as e:  # noqa: BLE001 - h5py raises OSError, KeyError, ValueError, ... for a damaged file
+        raise ShardError(f"{path}: cannot be read as a shard ({type(e).__name__}: {e})") from e
+    check_shard(path)  # the checks every reader runs: a tampered shard is quarantined and made again
+    return info
 
 
 def summarize(results: list[dict]) -> dict:
@@ -98,8 +134,35 @@ def summarize(results: list[dict]) -> dict:
             "windows_kept": kept, "windows_dropped": rej, "worst_lag": worst,
             "out_of_sync": sorted(r["recording"] for r in results if r.get("info") and r["info"].get("sync_ok") is False),
             "sync_uncertain": sorted(r["recording"] for r in results if r.get("info") and r["info"].get("sync_ok") is None),
-            "warnings": [f"{r['recording']}: {w}" for r in results if r.get("info") for w in r["info"].get("warnings", [])],
+            "warnings": [f"{r['recording']}: {w}" for r in results if r.get("info") for w in r["info"].get("warnings", [])]
+            + [f"{r['recording']}: {q['problem']}: moved to {q['moved_to']} and made again"
+               for r in results if (q := r.get("quarantined"))],
             "errors": [r["message"] for r in results if r["status"] == "failed"]}
+
+
+def die_with_parent(parent: int) -> None:
+    """Pool worker initializer: the worker ends when ``parent`` (the run) ends, also by kill -9,
+    instead of finishing its recording for nobody. Linux: the kernel sends SIGKILL
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread checks the parent every 0.5 s."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            armed = ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    if not armed:
+        import threading
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="dcat-parent-watch", daemon=True).start()
 
 
 def _run_all(recordings: list[Path], out_dir: Path, cfg: PreprocessConfig, overwrite: bool, workers: int,
@@ -117,7 +180,8 @@ def _run_all(recordings: list[Path], out_dir: Path, cfg: PreprocessConfig, overw
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as ex:
         pending = {ex.submit(_run_one, str(p), str(out_dir), cfg, overwrite) for p in recordings}
         stop = False
         while pending and not stop:
@@ -152,6 +216,7 @@ def preprocess(recordings: list[Path], out_dir: Path, cfg: PreprocessConfig, *, 
     out_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     t0 = time.perf_counter()
+    leftovers = sweep_leftovers(out_dir)  # of killed runs; a live run's are kept
 
     def done(r):
         results.append(r)
@@ -159,14 +224,16 @@ def preprocess(recordings: list[Path], out_dir: Path, cfg: PreprocessConfig, *, 
             progress(r)
 
     _run_all(recordings, out_dir, cfg, overwrite, workers, fail_fast, done)
-    ran = {r["recording"] for r in results}
+    ran = {r.get("folder", r["recording"]) for r in results}
     for p in recordings:
         if p.name not in ran:
-            results.append({"recording": p.name, "status": "not_run", "seconds": 0.0})
+            results.append({"recording": recording_id(p.name), "status": "not_run", "seconds": 0.0}
+                           | ({"folder": p.name} if recording_id(p.name) != p.name else {}))
     results.sort(key=lambda r: r["recording"])
     summary = summarize(results)
     summary["not_run"] = sum(1 for r in results if r["status"] == "not_run")
     summary["seconds"] = time.perf_counter() - t0
+    summary["leftovers_removed"] = leftovers
     manifest = None
     try:
         manifest = write_manifest(out_dir)
@@ -180,5 +247,6 @@ def preprocess(recordings: list[Path], out_dir: Path, cfg: PreprocessConfig, *, 
               "recordings": [{k: v for k, v in r.items() if k != "info"} | ({"checks": r["info"]} if r.get("info") else {})
                              for r in results]}
     name = INFO_NAME if num_shards == 1 else INFO_NAME.replace(".json", f".{shard_index}-of-{num_shards}.json")
-    atomic_write_text(out_dir / name, to_json(record, indent=1))
+    with FileLock(lock_path_for(out_dir / name), what=str(out_dir / name)):
+        atomic_write_text(out_dir / name, to_json(record, indent=1))
     return {"summary": summary, "results": results, "manifest": manifest}

@@ -16,25 +16,35 @@ from typing import Iterator
 import numpy as np
 
 from pipelines.core.errors import RecordingError
-from pipelines.ingest.raw import CONTAINER_AUDIO_SUFFIXES, StreamSpec
+from pipelines.ingest.raw import (CONTAINER_AUDIO_SUFFIXES, MAX_ABS_VALUE, MAX_RECORDING_S, MIN_IMU_SPAN_S,
+                                  StreamSpec)
+
+RATE_UNIT_FACTOR = 20.0  # median step this many times off the declared period: wrong unit of t
 
 
 # ----------------------------------------------------------------------------------------- IMU
 @dataclass
 class ImuTable:
     t: np.ndarray  # float64 [n], seconds, stream clock, strictly increasing
-    x: np.ndarray  # float32 [n, C]
+    x: np.ndarray  # float32 [n, C]; NaN where the file has NaN, an empty cell, inf or |value| > MAX_ABS_VALUE
     channels: list[str]
+    nonfinite: int = 0  # cells of the kept channels that were inf or beyond MAX_ABS_VALUE (now NaN)
 
 
 def _parse_csv_slow(text: str, rec: str, file: str, ncol: int) -> np.ndarray:
     """Row-by-row parse that reports the first bad line; empty cells and 'nan' become NaN."""
     rows = []
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise RecordingError(rec, file, f"line {line}: holds a NUL byte: not a text CSV")
     reader = csv.reader(io.StringIO(text))
     next(reader)
     for lineno, row in enumerate(reader, start=2):
         if not row:
             continue
+        if row[0].lstrip().startswith("#"):
+            raise RecordingError(rec, file, f"line {lineno}: a comment line ('{row[0][:40]}...'): the IMU CSV has "
+                                 "no comments; every line after the header is a row of numbers")
         if len(row) != ncol:
             raise RecordingError(rec, file, f"line {lineno}: {len(row)} fields, the header has {ncol}")
         vals = []
@@ -46,55 +56,90 @@ def _parse_csv_slow(text: str, rec: str, file: str, ncol: int) -> np.ndarray:
             try:
                 vals.append(float(c))
             except ValueError:
-                raise RecordingError(rec, file, f"line {lineno}, column {j + 1}: '{c}' is not a number") from None
+                raise RecordingError(rec, file, f"line {lineno}, column {j + 1}: {c[:40]!r} is not a number") from None
         rows.append(vals)
     return np.asarray(rows, dtype=np.float64).reshape(-1, ncol)
 
 
-def read_imu_csv(spec: StreamSpec, rec: str) -> ImuTable:
-    """Read an IMU CSV: header row, first column ``t`` (seconds), then numeric channels.
-
-    Fails on: no header / no ``t`` column, ragged rows, non-numeric cells, NaN or non-monotonic time.
-    NaN in channels is kept (windows that touch it are dropped later and counted).
-    """
+def _imu_header(spec: StreamSpec, rec: str) -> list[str]:
+    """The header row: ``t`` first, then unique, non-empty channel names without control characters."""
     file = spec.file
     try:
         with open(spec.path, encoding="utf-8") as f:
-            first = f.readline().strip()
+            first = f.readline(1 << 20).strip()
     except UnicodeDecodeError:
         raise RecordingError(rec, file, "not UTF-8 text: is this a CSV?") from None
-    header = [h.strip() for h in next(csv.reader([first]))] if first else []
+    try:
+        header = [h.strip() for h in next(csv.reader([first]))] if first else []
+    except csv.Error as e:
+        raise RecordingError(rec, file, f"line 1: the header is not CSV: {e}") from None
     if not header or header[0].lower() != "t":
-        raise RecordingError(rec, file, f"first header column must be 't' (seconds), got {header[:1] or 'nothing'}")
-    ncol = len(header)
-    if ncol < 2:
+        got = str(header[:1])[:60] if header else "nothing"
+        raise RecordingError(rec, file, f"first header column must be 't' (seconds), got {got}")
+    if len(header) < 2:
         raise RecordingError(rec, file, "no channel columns after 't'")
-    try:  # fast path: blocks of rows straight from the file; t stays float64, channels become float32
-        ts, xs = [], []
-        with open(spec.path, encoding="utf-8") as f, np.errstate(all="ignore"):
-            f.readline()
-            while True:
-                lines = list(itertools.islice(f, 1 << 16))
-                if not lines:
-                    break
-                block = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2)
-                if block.size == 0:
-                    continue
-                if block.shape[1] != ncol:
-                    raise ValueError("ragged")
-                ts.append(block[:, 0].copy())
-                xs.append(block[:, 1:].astype(np.float32))
-        arr = None
-        t = np.concatenate(ts) if ts else np.zeros(0)
-        x = np.concatenate(xs) if xs else np.zeros((0, ncol - 1), np.float32)
-        del ts, xs
+    names = header[1:]
+    bad = [c for c in names if not c or len(c) > 200 or any(ord(ch) < 32 for ch in c)]
+    if bad:
+        raise RecordingError(rec, file, f"line 1: header channel names must be non-empty, at most 200 characters, "
+                             f"without control characters; got {str(bad[:3])[:120]}")
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup or "t" in names:
+        raise RecordingError(rec, file, f"line 1: duplicate column names {dup or ['t']} in the header",
+                             "every channel needs its own name")
+    return header
+
+
+def _parse_imu_fast(spec: StreamSpec, ncol: int) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks of rows straight from the file: t float64, channels float64 (cast later). ValueError
+    on anything unusual (empty cells, a bad line, a comment): the caller parses row by row."""
+    ts, xs = [], []
+    with open(spec.path, encoding="utf-8") as f, np.errstate(all="ignore"):
+        f.readline()
+        while True:
+            lines = list(itertools.islice(f, 1 << 16))
+            if not lines:
+                break
+            if any("\x00" in ln for ln in lines):
+                raise ValueError("NUL")
+            block = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2, comments=None)
+            if block.size == 0:
+                continue
+            if block.shape[1] != ncol:
+                raise ValueError("ragged")
+            ts.append(block[:, 0].copy())
+            xs.append(_to_float32(block[:, 1:]))
+    t = np.concatenate(ts) if ts else np.zeros(0)
+    x = np.concatenate(xs) if xs else np.zeros((0, ncol - 1), np.float32)
+    return t, x
+
+
+def _parse_imu(spec: StreamSpec, rec: str, ncol: int) -> tuple[np.ndarray, np.ndarray]:
+    """t float64 [n] and channels float32 [n, ncol - 1]: fast, else row by row naming the bad line."""
+    try:
+        return _parse_imu_fast(spec, ncol)
     except (ValueError, UnicodeDecodeError):  # empty cells or a bad line: parse row by row, name the line
         try:
             text = spec.path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise RecordingError(rec, file, "not UTF-8 text: is this a CSV?") from None
-        arr = _parse_csv_slow(text, rec, file, ncol)
-        t, x = arr[:, 0].copy(), arr[:, 1:].astype(np.float32)
+            raise RecordingError(rec, spec.file, "not UTF-8 text: is this a CSV?") from None
+        arr = _parse_csv_slow(text, rec, spec.file, ncol)
+        del text
+        return arr[:, 0].copy(), _to_float32(arr[:, 1:])
+
+
+def _to_float32(a: np.ndarray) -> np.ndarray:
+    """float64 -> float32; values that are inf, or beyond MAX_ABS_VALUE (so beyond float32 too),
+    become +-inf here and NaN in ``_mask_nonfinite``."""
+    with np.errstate(all="ignore"):
+        a = np.where(np.abs(a) > MAX_ABS_VALUE, np.copysign(np.inf, a), a)
+        return a.astype(np.float32)
+
+
+def _check_imu_times(t: np.ndarray, spec: StreamSpec, rec: str) -> None:
+    """t finite, strictly increasing, at least 2 samples, spanning MIN_IMU_SPAN_S to MAX_RECORDING_S, with steps
+    that fit the declared rate (a factor of RATE_UNIT_FACTOR off means a wrong unit)."""
+    file = spec.file
     if len(t) == 0:
         raise RecordingError(rec, file, "no data rows")
     if not np.all(np.isfinite(t)):
@@ -108,14 +153,49 @@ def read_imu_csv(spec: StreamSpec, rec: str) -> ImuTable:
                              "sort the rows or fix the logger's clock; dcat does not reorder samples")
     if len(t) < 2:
         raise RecordingError(rec, file, "fewer than 2 samples")
+    span = float(t[-1] - t[0])
+    if span > MAX_RECORDING_S:
+        raise RecordingError(rec, file, f"time 't' spans {span:.4g} s, more than the {MAX_RECORDING_S / 3600:g} h "
+                             f"({MAX_RECORDING_S:g} s) a recording may last",
+                             "'t' must be in seconds: are the times in milliseconds, microseconds or nanoseconds?")
+    if span < MIN_IMU_SPAN_S:
+        raise RecordingError(rec, file, f"time 't' spans only {span:.4g} s ({len(t)} samples); an IMU stream must "
+                             f"cover at least {MIN_IMU_SPAN_S:g} s", "a truncated file?")
+    if spec.declared_rate_hz:
+        r = float(np.median(dt)) * spec.declared_rate_hz
+        if r > RATE_UNIT_FACTOR or r < 1 / RATE_UNIT_FACTOR:
+            raise RecordingError(rec, file, f"the median time step is {float(np.median(dt)):.4g} s, {r:.4g} times "
+                                 f"the period of the declared rate_hz {spec.declared_rate_hz:g}",
+                                 "'t' must be in seconds (milliseconds or nanoseconds?), or rate_hz is wrong")
+
+
+def read_imu_csv(spec: StreamSpec, rec: str) -> ImuTable:
+    """Read an IMU CSV: header row, first column ``t`` (seconds), then numeric channels.
+
+    Fails on: no header / no ``t`` column, duplicate names, ragged rows, non-numeric cells (a
+    ``#`` comment too), NaN or non-monotonic time, a time span over MAX_RECORDING_S or steps that
+    contradict the declared rate (checked before anything is allocated from the times). NaN in
+    channels is kept (windows that touch it are dropped later and counted); inf and values beyond
+    MAX_ABS_VALUE become NaN and are counted (``ImuTable.nonfinite``).
+    """
+    file = spec.file
+    try:
+        header = _imu_header(spec, rec)
+        t, x = _parse_imu(spec, rec, len(header))
+    except OSError as e:
+        raise RecordingError(rec, file, f"cannot read: {e.strerror or e}") from None
+    _check_imu_times(t, spec, rec)
     names = header[1:]
     if spec.channels:
         missing = [c for c in spec.channels if c not in names]
         if missing:
             raise RecordingError(rec, file, f"channels {missing} named in meta.json are not in the header {names}")
-        idx = [names.index(c) for c in spec.channels]
-        return ImuTable(t=t, x=x[:, idx], channels=list(spec.channels))
-    return ImuTable(t=t, x=x, channels=names)
+        x, names = x[:, [names.index(c) for c in spec.channels]], list(spec.channels)
+    bad = np.isinf(x)
+    nonfinite = int(bad.sum())
+    if nonfinite:
+        x[bad] = np.nan
+    return ImuTable(t=t, x=x, channels=names, nonfinite=nonfinite)
 
 
 # --------------------------------------------------------------------------------------- video

@@ -36,13 +36,15 @@ from pipelines.core.errors import RecordingError
 from pipelines.core.io import atomic_path, to_json
 from pipelines.ingest.align import estimate_lags, lag_summary
 from pipelines.ingest.config import PreprocessConfig
-from pipelines.ingest.raw import Recording, StreamSpec, check_segments_inside, load_recording, read_segments
+from pipelines.ingest.raw import (Recording, StreamSpec, check_segments_inside, load_recording, read_segments,
+                                  recording_id)
 from pipelines.ingest.streams import KINDS, Stream
 from pipelines.ingest.windows import Span, WindowPlan, check_coverage, gate_windows
 
 
 def shard_path(out_dir: Path, rid: str) -> Path:
-    return Path(out_dir) / f"{rid}.h5"
+    """``<out_dir>/<id>.h5``; ``rid`` is a recording id or a folder name (``recording_id`` maps it)."""
+    return Path(out_dir) / f"{recording_id(rid)}.h5"
 
 
 class _Laps:
@@ -145,7 +147,7 @@ def info_record(rec: Recording, series: list[Stream], ref: Stream, plan: WindowP
     lag_vals = [abs(s.info["lag_s"]) for s in series
                 if s is not ref and s.info.get("lag_reliable") and s.info.get("lag_role") != "same clock"]
     return {
-        "recording": rec.id, "subject": rec.subject, "reference_stream": ref.name,
+        "recording": rec.id, "folder": rec.folder or rec.id, "subject": rec.subject, "reference_stream": ref.name,
         "streams": {s.name: s.info for s in series},
         "span_s": [span.a, span.b], "windows_total": plan.windows_total, "windows_kept": plan.n_kept,
         "rejected": plan.rejected, "max_abs_lag_ms": 1000 * max(lag_vals) if lag_vals else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.core.errors import DcatError, RecordingError
-from pipelines.ingest.raw import check_segments_inside, discover, load_recording, read_segments
+from pipelines.ingest.raw import check_segments_inside, discover, load_recording, read_segments, recording_id
 
 
 def looks_like_shards(path: Path) -> bool:
@@ -40,6 +40,8 @@ def validate_raw(path: Path, deep: bool = False) -> list[str]:
                     ends.append(end)
             if ends:
                 check_segments_inside(rec, segs, max(ends))
-        except RecordingError as e:
-            problems.append(str(e))
+        except DcatError as e:  # RecordingError: "<id>: <file>: <problem>", as preprocess says it
+            problems.append(str(e) if isinstance(e, RecordingError) else f"{recording_id(d.name)}: {e}")
+        except Exception as e:  # a bug or an unforeseen library failure: a line, as preprocess reports it
+            problems.append(f"{recording_id(d.name)}: internal error {type(e).__name__}: {str(e)[:200]}")
     return problems

@@ -28,7 +28,7 @@ import numpy as np
 from pipelines.core.errors import RecordingError
 from pipelines.core.timeutil import EPS_S, num_samples
 from pipelines.ingest.config import PreprocessConfig
-from pipelines.ingest.raw import Recording, Segment
+from pipelines.ingest.raw import MAX_RECORDING_S, Recording, Segment
 from pipelines.ingest.streams import Stream
 
 REJECT_REASONS = ("coverage", "length", "gap", "nan", "label_purity")
@@ -48,6 +48,11 @@ def check_coverage(rec: Recording, series: list[Stream], cfg: PreprocessConfig, 
     starts = {s.name: s.cover_rec_s[0] for s in series}
     ends = {s.name: s.cover_rec_s[1] for s in series}
     u0, u1 = min(starts.values()), max(ends.values())
+    if not u1 - u0 <= MAX_RECORDING_S:  # before any window grid is allocated over [u0, u1]
+        raise RecordingError(rec.id, None, f"the streams span {u0:.6g} to {u1:.6g} s on the recording clock, more "
+                             f"than the {MAX_RECORDING_S / 3600:g} h a recording may last (spans: "
+                             + ", ".join(f"{k} {starts[k]:.6g}-{ends[k]:.6g}" for k in starts) + ")",
+                             "check clock_offset_s in meta.json and the time units of the streams")
     tol = cfg.coverage_tol_s
     for s in series:
         late, early = starts[s.name] - u0, u1 - ends[s.name]

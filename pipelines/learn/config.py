@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from pipelines.core.errors import DcatError, TrainingError
 from pipelines.core.io import parse_list
-from pipelines.core.options import experiment_keys, opt
+from pipelines.core.options import check_options, experiment_keys, opt
 
 NORMS = ("fro", "seqlen", "none")
 DEFAULT_NORM = "fro"
@@ -34,6 +34,9 @@ SPLIT_HELP = ("`id`: same subjects in train/val/test, split by time blocks (`--b
 #: reach ~0.2 s past a window's edges, so touching windows of two parts share input samples
 DEFAULT_GUARD_S = 0.25
 OOD_VAL = ("subjects", "time")
+SPLITS = ("id", "ood")
+#: where IMU/audio input statistics come from (``--standardize``)
+STANDARDIZE = ("train", "manifest", "none")
 METHOD_HELP = ("what the target learns from the frozen source(s): `dcat` (CE + lambda * D-CAT alignment of K^T V), "
                "`logit-kd` (CE + lambda * T^2 * KL(source softmax(z/T) // target softmax(z/T))), `feature-kd` "
                "(CE + lambda * MSE(P(target pooled embedding), source pooled embedding), P a learned linear "
@@ -80,15 +83,18 @@ class MisalignError(DcatError):
     """A --misalign value that cannot be used."""
 
 
+LABEL_FRACTION_WHY = ("give a share of the training windows in (0, 1] (1: every label; 0.1: one window in ten "
+                      "keeps its label)")
+
+
 def check_label_fraction(fraction) -> float:
     """``--label-fraction`` as a float in (0, 1], or a :class:`TrainingError` saying what to give."""
     try:
         f = float(fraction)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         f = float("nan")
-    if not (0.0 < f <= 1.0):
-        raise TrainingError(f"--label-fraction {fraction}: give a share of the training windows in (0, 1] "
-                            "(1: every label; 0.1: one window in ten keeps its label)")
+    if isinstance(fraction, bool) or not (0.0 < f <= 1.0):
+        raise TrainingError(f"--label-fraction {fraction}: {LABEL_FRACTION_WHY}")
     return f
 
 
@@ -141,68 +147,68 @@ class TrainConfig:
                         required=True)
     runs: str = opt("runs", "parent folder of runs")
     out: str | None = opt(None, "run folder (default: `<runs>/<modality>-<split>`)")
-    split: str | None = opt("id", SPLIT_HELP)
+    split: str | None = opt("id", SPLIT_HELP, choices=SPLITS)
     seed: int = opt(0, "seed of the initialisation and the data order, and of the split unless --split-seed or "
-                    "--folds is given")
+                    "--folds is given", ge=0)
     split_seed: int | None = opt(None, "seed of the split alone, to train several initialisations on one split "
-                                 "(default: --seed; with --folds: 0, so every --seed of a fold tests the same data)")
+                                 "(default: --seed; with --folds: 0, so every --seed of a fold tests the same data)", ge=0)
     val_frac: float | None = opt(0.15, "fraction of time blocks (per subject) for validation; OOD with "
                                  "--ood-val subjects: fraction of the training subjects (at least one)",
-                                 experiment=True)
+                                 experiment=True, ge=0, lt=1)
     test_frac: float | None = opt(0.2, "ID without --folds: fraction of time blocks (per subject) for test",
-                                  experiment=True)
+                                  experiment=True, ge=0, lt=1)
     block_s: float | None = opt(10.0, "length of the time blocks the split assigns, seconds",
-                                experiment=True)
+                                experiment=True, gt=0)
     guard_s: float | None = opt(DEFAULT_GUARD_S, "least gap (s) between windows of different parts (the IMU "
-                                "filter and log-mel frames reach ~0.2 s past a window)", experiment=True)
-    test_subjects: list | None = opt(None, "OOD: comma-separated held-out subjects")
-    fold: int | None = opt(None, "which fold (0-based) of --folds is the test set (ID: time blocks, OOD: subjects)")
+                                "filter and log-mel frames reach ~0.2 s past a window)", experiment=True, ge=0)
+    test_subjects: list | None = opt(None, "OOD: comma-separated held-out subjects", items=str)
+    fold: int | None = opt(None, "which fold (0-based) of --folds is the test set (ID: time blocks, OOD: subjects)", ge=0)
     folds: int | None = opt(None, "number of folds: ID, blocked K-fold over each subject's time blocks; OOD, "
-                            "subject groups")
+                            "subject groups", ge=2)
     ood_val: str | None = opt("subjects", "OOD validation: `subjects` (held-out training subjects) or `time` "
-                              "(time blocks of the training subjects)")
+                              "(time blocks of the training subjects)", choices=OOD_VAL)
     d: int | None = opt(64, "attention width (source and target must share it for D-CAT)",
-                        experiment=True)
-    heads: int = opt(4, "attention heads", experiment=True)
-    depth: int = opt(1, "self-attention blocks (K, V come from the last)", experiment=True)
+                        experiment=True, ge=1)
+    heads: int = opt(4, "attention heads", experiment=True, ge=1)
+    depth: int = opt(1, "self-attention blocks (K, V come from the last)", experiment=True, ge=1)
     dropout: float = opt(0.1, "dropout in the attention block and before the classifier",
-                         experiment=True)
+                         experiment=True, ge=0, lt=1)
     video_frames: int = opt(8, "video frames kept per window, evenly spaced (0: all)",
-                            experiment=True)
+                            experiment=True, ge=0)
     standardize: str = opt("train", "IMU/audio input statistics: from the `train` windows (up to 512), `manifest` "
                            "(IMU: the shards' stored sums over the training recordings, exact; refused when a training "
-                           "recording also holds val/test time, as in distribution), or `none`", experiment=True)
-    epochs: int = opt(20, "most epochs (the LR schedule spans them)", experiment=True)
+                           "recording also holds val/test time, as in distribution), or `none`", experiment=True, choices=STANDARDIZE)
+    epochs: int = opt(20, "most epochs (the LR schedule spans them)", experiment=True, ge=1, why="train at least 1 epoch")
     batch_size: int = opt(32, "windows per step (under torchrun: the global batch)",
-                          experiment=True)
+                          experiment=True, ge=1)
     lr: float = opt(2e-3, "AdamW peak learning rate (linear warm-up, cosine decay)",
-                    experiment=True)
+                    experiment=True, ge=0)
     weight_decay: float = opt(0.05, "AdamW weight decay (weights only, not biases/norms)",
-                              experiment=True)
-    warmup_epochs: float = opt(1.0, "epochs of linear learning-rate warm-up", experiment=True)
-    patience: int = opt(6, "stop after this many epochs without a better validation score (0: never)", experiment=True)
+                              experiment=True, ge=0)
+    warmup_epochs: float = opt(1.0, "epochs of linear learning-rate warm-up", experiment=True, ge=0)
+    patience: int = opt(6, "stop after this many epochs without a better validation score (0: never)", experiment=True, ge=0)
     val_smooth: int = opt(3, "the validation score that selects the best epoch and drives --patience: the mean "
                           "validation macro-F1 of the last K epochs (1: the epoch's own; the former rule is "
-                          "`--val-smooth 1 --min-epochs 0`)", experiment=True)
+                          "`--val-smooth 1 --min-epochs 0`)", experiment=True, ge=1, why="average at least 1 epoch (1: no smoothing)")
     min_epochs: int | None = opt(None, "no epoch before this one (1-based) is selected, and no early stop before "
                                  "it (default: 3/4 of --epochs, rounded up, where the cosine schedule is below 15% "
-                                 "of the peak LR; 0: from the first)", experiment=True)
-    grad_clip: float = opt(1.0, "largest gradient norm (0: no clipping)", experiment=True)
+                                 "of the peak LR; 0: from the first)", experiment=True, ge=0)
+    grad_clip: float = opt(1.0, "largest gradient norm (0: no clipping)", experiment=True, ge=0)
     label_fraction: float = opt(1.0, "share of the training windows that keep their label (per class, drawn with "
                                 "the split's seed and fold, the same for every run of the split); the others train "
                                 "only a transfer's alignment term, never the cross-entropy; an epoch is still as "
                                 "many steps as the whole training part (the labelled windows are visited "
-                                "round(1/F) times)", experiment=True)
+                                "round(1/F) times)", experiment=True, gt=0, le=1, why=LABEL_FRACTION_WHY)
     oof_folds: int = opt(0, "also compute the out-of-fold correctness MCMA uses (`<run>/oof-correct.npz`: K copies "
                          "of this model, each trained without one fold of the training time blocks and judged on "
-                         "it); 0: not now (`dcat transfer` computes it when first needed)", experiment=True)
+                         "it); 0: not now (`dcat transfer` computes it when first needed)", experiment=True, ge=0)
     augment: bool = opt(False, "light augmentation (video flips; IMU/audio gain + noise); in transfer both "
                         "streams, which turns the source cache off", flag="--augment/--no-augment", experiment=True)
     device: str = opt("auto", "`auto` (CUDA with bf16 autocast when present), `cpu`, `cuda`, `cuda:1`")
     threads: int = opt(1, "CPU threads for torch (recorded in config.json); 1: the same numbers on any machine "
-                       "and load; 0: one per idle core (depends on the machine's load)")
-    workers: int = opt(-1, "DataLoader worker processes (-1: 0 on a CPU, 4 per process on a GPU)")
-    block_mb: float = opt(32.0, "MiB read per block of consecutive windows", experiment=True)
+                       "and load; 0: one per idle core (depends on the machine's load)", ge=0)
+    workers: int = opt(-1, "DataLoader worker processes (-1: 0 on a CPU, 4 per process on a GPU)", ge=-1)
+    block_mb: float = opt(32.0, "MiB read per block of consecutive windows", experiment=True, gt=0)
     compile: bool = opt(False, "torch.compile the model (GPU)")
     resume: bool = opt(False, "continue the run in --out from its last.pt (same result as uninterrupted)")
     overwrite: bool = opt(False, "replace an existing run folder")
@@ -210,12 +216,7 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.test_subjects, str):
             self.test_subjects = parse_list(self.test_subjects) or None
-        if self.epochs is not None and int(self.epochs) < 1:
-            raise TrainingError(f"--epochs {self.epochs}: train at least 1 epoch")
-        if self.label_fraction is not None:
-            check_label_fraction(self.label_fraction)
-        if self.val_smooth is not None and int(self.val_smooth) < 1:
-            raise TrainingError(f"--val-smooth {self.val_smooth}: average at least 1 epoch (1: no smoothing)")
+        check_options(self, TrainingError)  # types and ranges, as each field declares them
 
     def split_config(self) -> SplitConfig:
         d = SplitConfig()
@@ -253,26 +254,26 @@ class TransferConfig(TrainConfig):
                                "comma-separated in --src order (default: the pretrain run for each source under "
                                "--runs with the same split)")
     src_weights: list | None = opt(None, "several sources: one weight w_k per source, comma-separated in --src "
-                                   "order, e.g. 1,0.5 (default: 1 each)")
-    method: str = opt("dcat", METHOD_HELP)
+                                   "order, e.g. 1,0.5 (default: 1 each)", items=float, ge=0)
+    method: str = opt("dcat", METHOD_HELP, choices=METHODS)
     lam: float = opt(1.0, "weight of the transfer term (D-CAT: the paper finds 0.1-1 works, 10 degrades)",
-                     flag="--lambda")
-    temperature: float = opt(DEFAULT_TEMPERATURE, "logit-kd: softmax temperature T (the term is scaled by T^2)")
+                     flag="--lambda", ge=0)
+    temperature: float = opt(DEFAULT_TEMPERATURE, "logit-kd: softmax temperature T (the term is scaled by T^2)", gt=0)
     mcma: bool = opt(True, "masked cross-modal alignment: count each source's term only on windows that source "
                      "classifies correctly (every method)", flag="--mcma/--no-mcma")
     mcma_correctness: str = opt("oof", "how MCMA judges a source correct on a training window: `oof` (by the "
                                 "copy of the source that did not train on it: K-fold cross-fitting over the "
                                 "source's training part, computed once per source run and cached there), "
-                                "`insample` (by the source itself, which trained on it: keeps nearly every window)")
+                                "`insample` (by the source itself, which trained on it: keeps nearly every window)", choices=("oof", "insample"))
     mcma_confidence: float = opt(MCMA_CONFIDENCE, "MCMA on a training window without a label (--label-fraction, "
                                  "or unlabelled shards): its term counts when the source's top-class probability "
-                                 "is at least this (out of fold with `--mcma-correctness oof`)", experiment=True)
+                                 "is at least this (out of fold with `--mcma-correctness oof`)", experiment=True, ge=0, le=1)
     oof_folds: int = opt(DEFAULT_OOF_FOLDS, "folds K of the source's cross-fitting for `--mcma-correctness oof` (K extra "
-                         "trainings of the source, once per source run)", experiment=True)
-    norm: str = opt(DEFAULT_NORM, NORM_HELP, experiment=True)
+                         "trainings of the source, once per source run)", experiment=True, ge=0)
+    norm: str = opt(DEFAULT_NORM, NORM_HELP, experiment=True, choices=NORMS)
     tgt_init: str | None = opt(None, "start the target from this checkpoint (default: from scratch)")
     cache: str = opt("auto", "cache what the method needs of each frozen source per window (K^T V, logits or "
-                     "pooled embedding, and correctness): `auto` (unless --augment), `on`, `off`")
+                     "pooled embedding, and correctness): `auto` (unless --augment), `on`, `off`", choices=("auto", "on", "off"))
     misalign: str | None = opt(None, "synchronization-robustness study: STREAM=SECONDS pairs the streams as if "
                                "that stream were late by that much when training (imu=0.5: the imu window [t, t+2) "
                                "is aligned with the source's window [t+0.5, t+2.5), read 0.5 s later; negative: "
@@ -281,20 +282,19 @@ class TransferConfig(TrainConfig):
     modality: str = opt("imu", "the target stream (set from --tgt)", cli=False)
     out: str | None = opt(None, "run folder (default: `<runs>/<src>-to-<tgt>-<split>`, "
                           "`<runs>/<src>-to-<tgt>-<method>-<split>` for the baselines, sources joined with `+`)")
-    split: str | None = opt(None, "default: the source run's split. " + SPLIT_HELP)
+    split: str | None = opt(None, "default: the source run's split. " + SPLIT_HELP, choices=SPLITS)
     seed: int = opt(0, "seed of the initialisation and data order (and of the split when split options without "
-                    "--split-seed/--folds are given)")
-    val_frac: float | None = opt(None, "fraction of time blocks for validation; " + _EXPLICIT + ", else 0.15", experiment=True)
-    test_frac: float | None = opt(None, "ID: fraction of time blocks for test; " + _EXPLICIT + ", else 0.2", experiment=True)
+                    "--split-seed/--folds are given)", ge=0)
+    val_frac: float | None = opt(None, "fraction of time blocks for validation; " + _EXPLICIT + ", else 0.15", experiment=True, ge=0, lt=1)
+    test_frac: float | None = opt(None, "ID: fraction of time blocks for test; " + _EXPLICIT + ", else 0.2", experiment=True, ge=0, lt=1)
     block_s: float | None = opt(None, "time block length, seconds; " + _EXPLICIT + ", else 10",
-                                experiment=True)
+                                experiment=True, gt=0)
     guard_s: float | None = opt(None, "least gap (s) between parts; " + _EXPLICIT + f", else {DEFAULT_GUARD_S:g}",
-                                experiment=True)
-    ood_val: str | None = opt(None, "OOD validation, `subjects` or `time`; " + _EXPLICIT + ", else subjects")
-    d: int | None = opt(None, "attention width of the target (default: the sources'; D-CAT needs it equal)", experiment=True)
+                                experiment=True, ge=0)
+    ood_val: str | None = opt(None, "OOD validation, `subjects` or `time`; " + _EXPLICIT + ", else subjects", choices=OOD_VAL)
+    d: int | None = opt(None, "attention width of the target (default: the sources'; D-CAT needs it equal)", experiment=True, ge=1)
 
     def __post_init__(self):
-        super().__post_init__()
         self.modality = self.tgt
         if isinstance(self.src, (list, tuple)):
             self.src = ",".join(parse_list(self.src))
@@ -308,6 +308,7 @@ class TransferConfig(TrainConfig):
                                     "--src stream (e.g. 1,0.5)") from None
         if isinstance(self.misalign, dict):
             self.misalign = format_misalign(self.misalign) or None
+        super().__post_init__()  # after the conversions above: the values checked are the ones used
 
     def sources(self) -> list[str]:
         """The source streams, in order."""

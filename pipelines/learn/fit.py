@@ -10,6 +10,7 @@ with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,7 +25,7 @@ from pipelines.learn.data import BlockDataset, make_loader
 from pipelines.learn.device import default_workers
 from pipelines.learn.engine import Hooks, StepFn, evaluate_model, make_schedule, param_groups, train_one_epoch
 from pipelines.learn.models import DcatModel
-from pipelines.learn.runs import truncate_metrics
+from pipelines.learn.runs import release_run_dir, truncate_metrics
 from pipelines.learn.selection import FitState, SelectionRule, default_min_epochs, judge_epoch, val_score
 from pipelines.core.io import to_json
 
@@ -48,10 +49,20 @@ def selection_rule(cfg: TrainConfig) -> SelectionRule:
     return SelectionRule(smooth=max(1, int(cfg.val_smooth or 1)), min_epochs=m, patience=max(0, int(cfg.patience or 0)))
 
 
-def fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset, val_loader, device,
-        step_fn: StepFn, stream: str, classes: list[str], ckpt_base: dict, resuming: bool,
-        hooks: Hooks | None = None, augment_kinds: dict | None = None,
-        aux: torch.nn.Module | None = None) -> FitState:
+def fit(**kwargs) -> FitState:
+    """:func:`_fit` (the arguments are its own), then the run folder's lock is released
+    (:func:`pipelines.learn.runs.lock_run_dir`, taken when the folder was prepared), also when the
+    loop is interrupted: another process may then resume the run."""
+    try:
+        return _fit(**kwargs)
+    finally:
+        release_run_dir(kwargs["out"])
+
+
+def _fit(*, out: Path, cfg: TrainConfig, model: DcatModel, train_ds: BlockDataset, val_loader, device,
+         step_fn: StepFn, stream: str, classes: list[str], ckpt_base: dict, resuming: bool,
+         hooks: Hooks | None = None, augment_kinds: dict | None = None,
+         aux: torch.nn.Module | None = None) -> FitState:
     """The epoch loop: train, validate, log, checkpoint, stop early (:mod:`pipelines.learn.selection`).
     Returns the final state.
 
@@ -148,12 +159,16 @@ def _restore(out: Path, model: torch.nn.Module, aux: torch.nn.Module | None, opt
 
 
 def _save_epoch(out: Path, base: dict, improved: bool, optimizer, scheduler, st: FitState, row: dict) -> None:
-    """Rank 0 after an epoch: ``best.pt`` when it improved, ``last.pt`` (with what resuming needs),
-    and its ``metrics.jsonl`` line."""
+    """Rank 0 after an epoch: its ``metrics.jsonl`` line first (flushed to disk), then ``best.pt``
+    when it improved, then ``last.pt`` (with what resuming needs). A kill anywhere in between
+    leaves a row for an epoch ``last.pt`` does not hold yet; ``--resume`` cuts it and trains the
+    epoch again, so the rows are every epoch once (never a gap)."""
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(to_json(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     if improved:
         save_checkpoint(out / "best.pt", base)
     save_checkpoint(out / "last.pt", {**base, "optimizer": optimizer.state_dict(),
                                       "scheduler": scheduler.state_dict(), "rng": _rng_state(),
                                       "fit_state": asdict(st)})
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(to_json(row) + "\n")

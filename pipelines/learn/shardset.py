@@ -1,8 +1,9 @@
 """The window index of a shards directory (:class:`ShardSet`): every window's recording, subject,
 time span and class index.
 
-It checks the encoding versions and that the streams asked for exist with the manifest's shapes
-(schemas/shard.md), and reads only ``/windows`` and the stream attributes, never the samples:
+Every shard is checked on open (:func:`pipelines.shards.check.check_shard`: the checks of `dcat
+validate`, with its messages), then that the streams asked for exist with the manifest's shapes
+(schemas/shard.md); it reads only ``/windows`` and the stream attributes, never the samples:
 :mod:`pipelines.learn.data` reads those. A single shard file works too (its manifest is derived,
 :func:`manifest_of_shard`).
 """
@@ -16,8 +17,10 @@ import h5py
 import numpy as np
 
 from pipelines.core.errors import ShardError
-from pipelines.shards.format import (FEATURE_DATASETS, SHARD_TYPE, STREAM_TYPE, WINDOWS_TYPE, as_str, check_encoding,
-                                     read_manifest)
+from pipelines.shards.check import ShardSummary, check_shard
+from pipelines.shards.format import as_str, read_manifest
+from pipelines.shards.manifest import shard_files
+from pipelines.shards.validate import stale_manifest
 
 
 @dataclass
@@ -48,7 +51,8 @@ class ShardSet:
     def __init__(self, data_dir: str | Path, streams: list[str], classes: list[str] | None = None,
                  unknown_labels: str = "error"):
         self.data_dir = Path(data_dir)
-        if self.data_dir.is_file():  # one shard file, no manifest
+        single = self.data_dir.is_file()
+        if single:  # one shard file, no manifest
             self.manifest = manifest_of_shard(self.data_dir)
             self.data_dir = self.data_dir.parent
         else:
@@ -66,25 +70,19 @@ class ShardSet:
         cls_index = {c: i for i, c in enumerate(self.classes)}
         self.recordings: list[Recording] = []
         unknown: dict[str, int] = {}
+        if not single:
+            self._check_directory()
         for entry in self.manifest.get("shards", []):
             path = self.data_dir / entry["file"]
-            if not path.is_file():
-                raise ShardError(f"{path}: listed in manifest.json but missing; rebuild the manifest with "
-                                 f"`dcat manifest {self.data_dir}`")
+            info = check_shard(path)  # every check `dcat validate` runs, with its messages
             with h5py.File(path, "r") as f:
-                check_encoding(f, SHARD_TYPE, str(path))
-                if "windows" not in f:
-                    raise ShardError(f"{path}: no /windows group (re-create it with `dcat preprocess`)")
                 w = f["windows"]
-                check_encoding(w, WINDOWS_TYPE, f"{path}:/windows")
                 start = w["start_s"][:].astype(np.float64)
                 end = w["end_s"][:].astype(np.float64)
                 labels = np.array([as_str(x) for x in w["label"][:]], dtype=object)
-                for s in streams:
-                    self._check_stream(f, path, s)
-                rid = as_str(f.attrs.get("recording_id", entry.get("recording_id", path.stem)))
-                subj = as_str(f.attrs.get("subject", entry.get("subject", "")))
-                sess = as_str(f.attrs.get("session", ""))
+            for s in streams:
+                self._check_stream(info, path, s)
+            rid, subj, sess = info.recording_id, info.subject, info.session
             y = np.array([cls_index.get(lab, -1) for lab in labels], dtype=np.int64)
             for lab in labels[y < 0]:
                 if lab != "":  # "": an unlabelled window (preprocessed with --labels ignore)
@@ -101,28 +99,33 @@ class ShardSet:
         self.end_s = np.concatenate([r.end_s for r in self.recordings]) if n else np.zeros(0)
         self.offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
 
-    def _check_stream(self, f, path, s):
-        if "streams" not in f or s not in f["streams"]:
+    def _check_directory(self) -> None:
+        """Every ``*.h5`` of the directory passes the checks of `dcat validate` (in its order, so the
+        first problem is the one it prints first) and the manifest lists exactly those files: a shard
+        left out of a stale manifest is not silently skipped."""
+        files = shard_files(self.data_dir)
+        for p in files:
+            check_shard(p)
+        msg = stale_manifest(self.data_dir, {e["file"] for e in self.manifest.get("shards", [])},
+                             {p.name for p in files})
+        if msg:
+            raise ShardError(msg)
+
+    def _check_stream(self, info: ShardSummary, path: Path, s: str) -> None:
+        """Stream ``s`` of a checked shard exists with the manifest's per-window shape."""
+        if s not in info.streams:
             raise ShardError(f"{path}: stream '{s}' is missing from this shard although the manifest lists "
                              f"it; rebuild the manifest with `dcat manifest {self.data_dir}`")
-        g = f["streams"][s]
-        check_encoding(g, STREAM_TYPE, f"{path}:/streams/{s}")
-        kind = as_str(g.attrs.get("kind", ""))
-        arr = FEATURE_DATASETS.get(kind)
-        if arr is None or arr not in g or "window_start" not in g:
-            raise ShardError(f"{path}:/streams/{s}: kind '{kind}' without its arrays "
-                             f"('{arr}', 'window_start'); re-create the shard with `dcat preprocess`")
-        per_window = [int(g.attrs.get("samples_per_window", 0)), *g[arr].shape[1:]]
-        want = list(self.stream_info[s].get("shape", per_window))
-        if per_window != want:
-            raise ShardError(f"{path}:/streams/{s}/{arr}: per-window shape {per_window} differs "
+        st = info.streams[s]
+        want = list(self.stream_info[s].get("shape", st.shape))
+        if st.shape != want:
+            raise ShardError(f"{path}:/streams/{s}/{st.dataset}: per-window shape {st.shape} differs "
                              f"from the manifest's {want}; shards of one directory must share settings "
                              f"(re-run `dcat preprocess` on all recordings with the same options)")
-        n = int(f.attrs.get("n_windows", len(f["windows"]["start_s"])))
-        if g["window_start"].shape != (n,):
-            raise ShardError(f"{path}:/streams/{s}/window_start: {g['window_start'].shape[0]} entries for {n} "
-                             "windows; re-create the shard with `dcat preprocess`")
-        self.stream_info[s].setdefault("kind", kind)
+        kind = self.stream_info[s].setdefault("kind", st.kind)
+        if kind != st.kind:
+            raise ShardError(f"{path}:/streams/{s}: kind '{st.kind}' differs from the manifest's '{kind}'; "
+                             f"rebuild the manifest with `dcat manifest {self.data_dir}`")
 
     def __len__(self) -> int:
         return len(self.rec)

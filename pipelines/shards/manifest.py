@@ -11,6 +11,7 @@ import numpy as np
 from pipelines import __version__
 from pipelines.core.errors import DcatError, ShardError
 from pipelines.core.io import atomic_write_text, to_json
+from pipelines.core.lock import FileLock, lock_path_for
 from pipelines.shards.format import (
     ENCODING_VERSION,
     FEATURE_DATASETS,
@@ -35,7 +36,20 @@ def shard_files(shards_dir: Path) -> list[Path]:
 
 
 def read_shard_summary(path: Path) -> dict:
-    """Everything the manifest needs from one shard (attributes, labels, per-window shapes, IMU sums)."""
+    """Everything the manifest needs from one shard (attributes, labels, per-window shapes, IMU sums).
+    ShardError naming the file when it does not read as a shard (damaged, truncated, empty, in use)."""
+    from pipelines.shards.check import check_shard
+
+    check_shard(path)  # the checks of `dcat validate`, with its messages (schemas/shard.md)
+    try:
+        return _read_shard_summary(path)
+    except ShardError:
+        raise
+    except Exception as e:  # noqa: BLE001 - h5py raises OSError, KeyError, ValueError, ... for a damaged file
+        raise ShardError(f"{path}: cannot be read as a shard ({type(e).__name__}: {e})") from e
+
+
+def _read_shard_summary(path: Path) -> dict:
     import h5py
 
     with h5py.File(path, "r") as h:
@@ -72,7 +86,22 @@ def build_manifest(shards_dir: Path) -> dict:
 
 def manifest_from_files(files: list[Path]) -> dict:
     """The manifest of these shard files (also of a single shard used without its directory)."""
-    return _manifest_from_summaries([(p, read_shard_summary(p)) for p in files])
+    return _manifest_from_summaries(read_summaries(files))
+
+
+def read_summaries(files: list[Path]) -> list[tuple[Path, dict]]:
+    """``read_shard_summary`` of every file; one ShardError naming every file that does not read."""
+    summaries, bad = [], []
+    for p in files:
+        try:
+            summaries.append((p, read_shard_summary(p)))
+        except ShardError as e:
+            bad.append(str(e))
+    if bad:
+        raise ShardError(f"{len(bad)} of {len(files)} shard(s) cannot be read: " + "; ".join(bad)
+                         + " (`dcat preprocess` on their recordings moves an unreadable shard to quarantine/ "
+                         "and makes it again)")
+    return summaries
 
 
 def _manifest_from_summaries(summaries: list[tuple[Path, dict]]) -> dict:
@@ -125,8 +154,14 @@ def _manifest_from_summaries(summaries: list[tuple[Path, dict]]) -> dict:
 
 
 def write_manifest(shards_dir: Path) -> dict:
-    m = build_manifest(shards_dir)
-    atomic_write_text(Path(shards_dir) / MANIFEST_NAME, to_json(m, indent=1))
+    """Build and write ``manifest.json`` under its lock (``.manifest.json.lock``: runs finishing at
+    once write it one after the other, each from the shards present then)."""
+    path = Path(shards_dir) / MANIFEST_NAME
+    if not Path(shards_dir).is_dir():
+        raise DcatError(f"{shards_dir}: not a directory")
+    with FileLock(lock_path_for(path), what=str(path)):
+        m = build_manifest(shards_dir)
+        atomic_write_text(path, to_json(m, indent=1))
     return m
 
 
@@ -135,7 +170,7 @@ def inspect_shards(shards_dir: Path) -> dict:
     files = shard_files(shards_dir)
     if not files:
         raise DcatError(f"{shards_dir}: no shards (*.h5)")
-    summaries = [(p, read_shard_summary(p)) for p in files]  # each shard read once
+    summaries = read_summaries(files)  # each shard read once
     m = _manifest_from_summaries(summaries)
     recs = []
     per_class_subject = Counter()

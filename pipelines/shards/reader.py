@@ -1,7 +1,12 @@
-"""Reading windows of one stream of one shard (the layout ``pipelines.shards.format`` describes)."""
+"""Reading windows of one stream of one shard (the layout ``pipelines.shards.format`` describes).
+
+Readers get shards checked on open (:func:`pipelines.shards.check.check_shard`, via
+``pipelines.learn.shardset.ShardSet``); :class:`WindowReader` checks its window starts against
+the data again (a read never leaves the array, even on a file changed since)."""
 
 from __future__ import annotations
 
+from pipelines.shards.check import check_window_starts
 from pipelines.shards.format import FEATURE_DATASETS, as_str
 
 
@@ -30,6 +35,9 @@ class WindowReader:
         self.length = int(group.attrs["waveform_samples_per_window" if self.dataset == "waveform"
                                       else "samples_per_window"])
         self.window_shape = (self.length,) + tuple(self.ds.shape[1:])
+        # the bounds `pipelines.shards.check` checked on open, again here: a read never leaves the data
+        check_window_starts(self.starts, self.length, self.ds.shape[0] if self.ds.ndim else 0,
+                            f"{group.file.filename}:{group.name}/{wkey}")
         self.mm = _memmap(self.ds) if mmap else None
 
     def __len__(self) -> int:

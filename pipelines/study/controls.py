@@ -33,7 +33,7 @@ from typing import Callable
 
 from pipelines.core.errors import DcatError
 from pipelines.core.io import atomic_write_text, parse_list, to_json
-from pipelines.core.options import opt
+from pipelines.core.options import check_options, opt
 
 
 def _floats(v, name: str = "value") -> list[float]:
@@ -50,33 +50,39 @@ class ControlsConfig:
 
     out: str = opt("controls", "folder of the controls: data/ (raw + shards per dataset), exp/ (one experiment "
                    "per dataset and labelled share), controls.md, controls.csv, plots/")
-    cue: float = opt(0.5, "wrist cue of the positive and negative controls (dcat synth --imu-cue)")
+    cue: float = opt(0.5, "wrist cue of the positive and negative controls (dcat synth --imu-cue)", ge=0, le=1)
     source_errors: float = opt(0.1, "share of the time the camera fails in the positive control and the cue "
-                               "sweep (dcat synth --source-errors); the negative control uses 1")
+                               "sweep (dcat synth --source-errors); the negative control uses 1", ge=0, le=1)
     fractions: list = opt(help="labelled shares of the positive control (comma-separated)", cli_type=str,
-                          default_factory=lambda: [0.05, 0.1, 0.25, 1.0])
+                          default_factory=lambda: [0.05, 0.1, 0.25, 1.0], items=float, gt=0, le=1)
     cues: list = opt(help="wrist cues of the cue sweep (comma-separated)", cli_type=str,
-                     default_factory=lambda: [0.0, 0.5, 1.0])
-    fraction: float = opt(0.05, "labelled share of the cue sweep and of the negative control's low point")
+                     default_factory=lambda: [0.0, 0.5, 1.0], items=float, ge=0, le=1)
+    fraction: float = opt(0.05, "labelled share of the cue sweep and of the negative control's low point", gt=0, le=1)
     lambdas: list = opt(help="D-CAT lambdas (comma-separated); the table's D-CAT row is the lambda and MCMA setting "
                         "chosen on validation in each unit, the MCMA columns are at the first lambda",
-                        cli_type=str, default_factory=lambda: [1.0, 100.0])
-    seeds: list = opt(help="training seeds (comma-separated)", cli_type=str, default_factory=lambda: [0, 1])
-    id_folds: int = opt(3, "in-distribution time-block folds (test sets) per experiment")
-    subjects: int = opt(5, "subjects per synthetic dataset")
-    recordings: int = opt(3, "recordings per subject")
-    seconds: float = opt(40.0, "seconds per recording")
-    video_size: int = opt(128, "synthetic video frame size, pixels")
-    epochs: int = opt(40, "most epochs per training run (with few labels the D-CAT term needs them: see README)")
-    oof_folds: int = opt(3, "folds of the sources' out-of-fold MCMA correctness")
-    synth_seed: int = opt(0, "seed of the synthetic datasets")
-    jobs: int = opt(0, "cells run at once (0: one per CPU core)", short="-j")
+                        cli_type=str, default_factory=lambda: [1.0, 100.0], items=float, ge=0)
+    seeds: list = opt(help="training seeds (comma-separated)", cli_type=str, default_factory=lambda: [0, 1], items=int, ge=0,
+                     unique=True)
+    id_folds: int = opt(3, "in-distribution time-block folds (test sets) per experiment", ge=1)
+    subjects: int = opt(5, "subjects per synthetic dataset", ge=1)
+    recordings: int = opt(3, "recordings per subject", ge=1)
+    seconds: float = opt(40.0, "seconds per recording", ge=3)
+    video_size: int = opt(128, "synthetic video frame size, pixels", ge=32)
+    epochs: int = opt(40, "most epochs per training run (with few labels the D-CAT term needs them: see README)",
+                      ge=1)
+    oof_folds: int = opt(3, "folds of the sources' out-of-fold MCMA correctness", ge=0)
+    synth_seed: int = opt(0, "seed of the synthetic datasets", ge=0)
+    jobs: int = opt(0, "cells run at once (0: one per CPU core)", short="-j", ge=0)
 
     def __post_init__(self):
         self.fractions = _floats(self.fractions, "fractions")
         self.cues = _floats(self.cues, "cues")
-        self.seeds = [int(x) for x in _floats(self.seeds, "seeds")]
+        seeds = _floats(self.seeds, "seeds")
+        if not all(x.is_integer() for x in seeds):
+            raise DcatError(f"--seeds {self.seeds}: give whole numbers, comma-separated (e.g. 0,1)")
+        self.seeds = [int(x) for x in seeds]
         self.lambdas = _floats(self.lambdas, "lambdas")
+        check_options(self, DcatError)  # types and declared ranges; the checks below keep their messages
         if not self.lambdas or any(x < 0 for x in self.lambdas):
             raise DcatError("--lambdas: at least one lambda, none negative")
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions + [self.fraction]):

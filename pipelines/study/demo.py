@@ -23,7 +23,7 @@ from typing import Callable
 
 from pipelines.core.errors import DcatError
 from pipelines.core.io import atomic_write_text, to_json
-from pipelines.core.options import opt
+from pipelines.core.options import check_options, opt
 
 #: the rows of the demo's table, in order: (summary role, D-CAT with MCMA or None, the row's name)
 DEMO_ROWS = (("source", None, "video alone (source)"), ("baseline", None, "IMU alone"),
@@ -36,24 +36,26 @@ class DemoConfig:
 
     raw: str = opt("sample_data", "raw dataset (default: the bundled sample_data/)", argument=True)
     work: str = opt("demo", "where shards (`<work>/shards`) and the experiment (`<work>/exp`: runs, results.md) go")
-    seed: int = opt(0, "first training seed (the demo trains seeds seed .. seed + seeds - 1; the null seed + 1000)")
+    seed: int = opt(0, "first training seed (the demo trains seeds seed .. seed + seeds - 1; the null seed + 1000)",
+                    ge=0)
     seeds: int = opt(3, "training seeds per fold")
     folds: int = opt(3, "in-distribution time-block folds: each subject's time blocks in that many groups, each "
                      "one test set")
     epochs: int = opt(40, "most epochs per training run (early stopping on validation macro-F1); with few labels "
-                      "the D-CAT term needs them (see README: Controls)")
+                      "the D-CAT term needs them (see README: Controls)", ge=1)
     label_fraction: float = opt(0.05, "share of the IMU's training windows that keep their label; the others are "
-                                "used unlabelled in the D-CAT term (1: every label)")
-    lam: float = opt(1.0, "D-CAT's lambda (fixed beforehand: the paper's default)", flag="--lambda")
+                                "used unlabelled in the D-CAT term (1: every label)", gt=0, le=1)
+    lam: float = opt(1.0, "D-CAT's lambda (fixed beforehand: the paper's default)", flag="--lambda", ge=0)
     mcma: bool = opt(False, "MCMA (each source window's term counted only where the source is right out of fold; "
                      "costs 3 extra video trainings per fold; `dcat controls` measures what it does)",
                      flag="--mcma/--no-mcma")
     threads: int = opt(1, "CPU threads per training run. 1 (default) gives the same numbers on every run of a "
-                       "machine; 0: one per idle core")
-    jobs: int = opt(0, "training runs at once (0: one per CPU core)", short="-j")
+                       "machine; 0: one per idle core", ge=0)
+    jobs: int = opt(0, "training runs at once (0: one per CPU core)", short="-j", ge=0)
     overwrite: bool = opt(False, "re-preprocess and retrain even if `<work>` holds results")
 
     def __post_init__(self):
+        check_options(self, DcatError)  # types and declared ranges
         if self.seeds < 1 or self.folds < 2:
             raise DcatError(f"dcat demo: --seeds {self.seeds} / --folds {self.folds}: at least 1 seed and 2 folds "
                             "(the interval needs 2 test sets or more)")

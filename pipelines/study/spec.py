@@ -5,14 +5,15 @@ cell is built.
 
 from __future__ import annotations
 
-import math
+import difflib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from pipelines.core.errors import DcatError
+from pipelines.core.bounded import BoundedInputError, load_toml_file
+from pipelines.core.errors import DcatError, TrainingError
 from pipelines.core.io import parse_list
-from pipelines.core.options import opt
-from pipelines.learn.config import EXPERIMENT_TRAIN_KEYS
+from pipelines.core.options import check_options, opt, option_problem
+from pipelines.learn.config import EXPERIMENT_TRAIN_KEYS, TransferConfig
 
 SPLITS = ("id", "ood")
 #: the classical reference: window statistics + a random forest (``pipelines.learn.classical``)
@@ -22,6 +23,8 @@ DEFAULT_METHODS = ("dcat", "logit-kd", "feature-kd", "features-rf")
 NULL_SEED_OFFSET = 1000
 #: training settings an experiment may set (``[train]`` in the spec); the rest are per cell
 TRAIN_KEYS = EXPERIMENT_TRAIN_KEYS
+#: a SPEC.toml larger than this is refused unread (a spec is a few hundred bytes)
+MAX_SPEC_BYTES = 256 * 1024
 
 
 class ExperimentError(DcatError):
@@ -61,57 +64,100 @@ class ExperimentConfig:
                          "settings, with --align)")
     align: str = _o("meta", "how a raw dataset's streams are aligned when preprocessed: `meta` (default: the "
                     "clock offsets of meta.json; lags estimated and reported, not applied) or `estimate` (also "
-                    "apply reliable lag estimates; --quick does, as half of sample_data/ declares no offsets)")
+                    "apply reliable lag estimates; --quick does, as half of sample_data/ declares no offsets)",
+                    choices=("meta", "estimate"))
     pairs: list = _o(["video->imu"], "comma-separated SOURCE->TARGET pairs (quote them in the shell): "
-                     "'video->imu,audio->imu'; several sources: 'video+audio->imu' (default video->imu)", items=str)
+                     "'video->imu,audio->imu'; several sources: 'video+audio->imu' (default video->imu)", items=str,
+                     unique=True)
     methods: list = _o(list(DEFAULT_METHODS), "transfer methods besides the no-transfer baseline (which always "
                        "runs): dcat,logit-kd,feature-kd, and features-rf (the classical reference: window "
-                       "statistics + a random forest on the target stream) (default all four)", items=str)
-    lambdas: list = _o([0.1, 1.0, 10.0], "D-CAT lambdas (default 0.1,1,10)", items=float)
-    mcma: list = _o([True, False], "D-CAT with MCMA on, off, or on,off (default)", items=bool)
-    splits: list = _o(list(SPLITS), "`id`, `ood` or `id,ood` (default)", items=str)
+                       "statistics + a random forest on the target stream) (default all four)", items=str,
+                       unique=True, choices=("dcat", "logit-kd", "feature-kd", *REFERENCE_METHODS))
+    lambdas: list = _o([0.1, 1.0, 10.0], "D-CAT lambdas (default 0.1,1,10)", items=float, ge=0,
+                      unique=True)
+    mcma: list = _o([True, False], "D-CAT with MCMA on, off, or on,off (default)", items=bool, unique=True)
+    splits: list = _o(list(SPLITS), "`id`, `ood` or `id,ood` (default)", items=str, unique=True,
+                      choices=SPLITS)
     folds: int | None = _o(None, "out-of-distribution subject folds; every fold runs (default: one per subject, "
-                           "at most 5)")
+                           "at most 5)", ge=2)
     id_folds: int = _o(5, "in-distribution folds: each subject's time blocks in that many groups, each tested "
-                       "once (default 5; 1: one split with --test-frac of the blocks as test)")
+                       "once (default 5; 1: one split with --test-frac of the blocks as test)", ge=1,
+                       why="give 1 (one split by test_frac) or more folds")
     split_seed: int = _o(0, "seed of every split (default 0): the same for every training seed, so the seeds of a "
-                         "fold are trained and tested on the same windows")
+                         "fold are trained and tested on the same windows", ge=0)
     seeds: list = _o([0, 1, 2], "training seeds (default 0,1,2): initialisation and data order; the seeds of a "
-                     "fold are averaged, then the folds (test sets) are the replicates", items=int)
+                     "fold are averaged, then the folds (test sets) are the replicates", items=int,
+                     ge=0, unique=True)
     null: bool = _o(True, "the null row: train each target's baseline again with seed + 1000 and compare it with "
                     "the baseline like a method (default on): the noise floor of every difference",
                     flag="--null/--no-null")
     shifts: list = _o([0.5, 1.0], "misalignment study: shift magnitudes in seconds, each run at + and - (default "
-                      "0.5,1; '' for none); D-CAT at --shift-lambda, MCMA on", items=float)
+                      "0.5,1; '' for none); D-CAT at --shift-lambda, MCMA on", items=float,
+                      unique=True, gt=0)
     shift_stream: str | None = _o(None, "the stream shifted in the misalignment study (default: the pair's target)")
-    shift_lambda: float = _o(1.0, "D-CAT lambda of the misalignment study (default 1)")
+    shift_lambda: float = _o(1.0, "D-CAT lambda of the misalignment study (default 1)", ge=0)
     source_label_fraction: float | None = _o(None, "label fraction of the source runs (streams that are no target): "
                                              "default the [train] label_fraction; 1: the sources see every training "
                                              "label while the targets see label_fraction (a strong camera model, "
-                                             "as a pretrained video model would be)")
+                                             "as a pretrained video model would be)", gt=0, le=1)
     shared_sources: bool = _o(False, "train each source stream (a stream that is no target) once per fold, with the "
                               "first seed, and share it among the fold's seeds (the seeds then vary the targets only; "
                               "cheaper)", flag="--shared-sources/--own-sources")
-    baseline_lambda: float = _o(1.0, "weight of the logit-KD / feature-KD term (default 1)")
-    temperature: float = _o(4.0, "logit-KD temperature (default 4)")
+    baseline_lambda: float = _o(1.0, "weight of the logit-KD / feature-KD term (default 1)", ge=0)
+    temperature: float = _o(4.0, "logit-KD temperature (default 4)", gt=0)
     train: dict = opt(help="training settings passed to every run (a spec's [train] table)", cli=False,
                       default_factory=dict)
-    jobs: int = _o(0, "cells run at once (0, default: one per CPU core divided by --threads; 1 on a GPU)", short="-j")
-    threads: int = _o(1, "torch threads per cell (default 1: a cell's numbers do not depend on --jobs)")
+    jobs: int = _o(0, "cells run at once (0, default: one per CPU core divided by --threads; 1 on a GPU)", short="-j", ge=0)
+    threads: int = _o(1, "torch threads per cell (default 1: a cell's numbers do not depend on --jobs)", ge=1)
     device: str = _o("cpu", "cpu (default), cuda, auto")
     title: str | None = _o(None, "title of results.md")
     overwrite: bool = opt(False, "retrain cells whose saved settings differ from the spec's", cli=False)
 
+    def __post_init__(self):
+        check_options(self, ExperimentError, spelling="key")  # types and ranges, as each field declares them
+        unknown = sorted(str(k) for k in self.train if k not in TRAIN_KEYS)
+        if unknown:
+            raise ExperimentError(f"train.{', train.'.join(unknown)}: not a training setting an experiment can set"
+                                  f"{_did_you_mean(unknown, TRAIN_KEYS)} (known: {', '.join(TRAIN_KEYS)})")
+        try:  # the [train] values: the checks of dcat pretrain/transfer's own options
+            TransferConfig(**self.train)
+        except TrainingError as e:
+            key = getattr(e, "option", None)
+            if key is None:
+                raise ExperimentError(f"train: {e}") from None
+            err = ExperimentError(f"train.{option_problem(TransferConfig, key, e.value, 'key')}")  # TOML's dotted key
+            err.flag_message = str(e)
+            raise err from None
+
     @classmethod
     def from_dict(cls, d: dict, where: str = "spec"):
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(k for k in d if k not in names)
+        """The settings in ``d`` (a spec's keys); ``where`` names them in messages (a spec's path, or
+        ``options``: the command line, whose messages name flags)."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in d if k not in names)
         if unknown:
-            raise ExperimentError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**d)
+            raise ExperimentError(f"{where}: unknown setting(s) {', '.join(unknown)}{_did_you_mean(unknown, names)}; "
+                                  f"known: {', '.join(sorted(names))}")
+        try:
+            return cls(**d)
+        except ExperimentError as e:
+            if where != "options":
+                raise ExperimentError(f"{where}: {e}") from None
+            key = getattr(e, "option", None)  # the command line's values: name the flags
+            raise ExperimentError(option_problem(cls, key, e.value) if key is not None
+                                  else getattr(e, "flag_message", str(e))) from None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _did_you_mean(unknown: list[str], known) -> str:
+    """``; did you mean lambdas?`` for the first unknown key close to a known one, else ``""``."""
+    for k in unknown:
+        close = difflib.get_close_matches(k, list(known), n=1, cutoff=0.6)
+        if close:
+            return f"; did you mean {close[0]} (not {k})?"
+    return ""
 
 
 def quick_config(**over) -> ExperimentConfig:
@@ -129,17 +175,13 @@ def quick_config(**over) -> ExperimentConfig:
 
 def load_spec(path: str | Path) -> dict:
     """Read a SPEC.toml into a dict of :class:`ExperimentConfig` fields."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
     p = Path(path)
     if not p.is_file():
         raise ExperimentError(f"{p}: no such spec file")
     try:
-        d = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ExperimentError(f"{p}: not valid TOML ({e})") from e
+        d = load_toml_file(p, max_bytes=MAX_SPEC_BYTES)
+    except BoundedInputError as e:
+        raise ExperimentError(str(e)) from None
     if "experiment" in d and isinstance(d["experiment"], dict):  # an [experiment] table is accepted too
         d = {**{k: v for k, v in d.items() if k != "experiment"}, **d["experiment"]}
     ExperimentConfig.from_dict(d, str(p))  # names checked here, values in check_config
@@ -192,7 +234,12 @@ def merge_config(spec: dict | None, options: dict, train: dict | None = None, qu
             raise ExperimentError("--quick is its own spec: give either SPEC.toml or --quick")
         q = quick_config()
         return quick_config(**over, train={**q.train, **train}, overwrite=overwrite)
-    return ExperimentConfig.from_dict({**d0, **over, "train": train, "overwrite": overwrite}, where)
+    cfg = ExperimentConfig.from_dict({**d0, **over, "train": train, "overwrite": overwrite}, where)
+    try:  # the grid as a whole, before any work: a message naming the spec
+        check_config(cfg)
+    except ExperimentError as e:
+        raise ExperimentError(f"{where}: {e}" if where != "options" else str(e)) from None
+    return cfg
 
 
 def parse_pair(p: str) -> tuple[list[str], str]:
@@ -208,46 +255,21 @@ def parse_pair(p: str) -> tuple[list[str], str]:
 
 
 def check_config(cfg: ExperimentConfig) -> None:
-    """Refuse settings that cannot make a grid (ExperimentError naming the setting)."""
-    from pipelines.learn.config import METHODS
-
-    if cfg.align not in ("meta", "estimate"):
-        raise ExperimentError(f"align must be 'meta' or 'estimate', got {cfg.align!r}")
+    """Refuse settings that cannot make a grid (ExperimentError naming the setting); each value's
+    type and range is checked when the config is made (``ExperimentConfig.__post_init__``)."""
     if not (cfg.data or cfg.raw) or (cfg.data and cfg.raw):
         raise ExperimentError("give the data: either data = SHARDS_DIR or raw = RAW_DIR (preprocessed into <out>/shards)")
     if not cfg.pairs:
         raise ExperimentError("pairs: name at least one SOURCE->TARGET pair, e.g. video->imu")
     for p in cfg.pairs:
         parse_pair(p)
-    bad = [m for m in cfg.methods if (m not in METHODS or m == "none") and m not in REFERENCE_METHODS]
-    if bad:
-        raise ExperimentError(f"methods {bad}: choose among dcat, logit-kd, feature-kd, features-rf (the no-transfer "
-                              "baseline always runs)")
-    bad = [s for s in cfg.splits if s not in SPLITS]
-    if bad or not cfg.splits:
+    if not cfg.splits:
         raise ExperimentError(f"splits {cfg.splits}: use id and/or ood")
     if not cfg.seeds:
         raise ExperimentError("seeds: give at least one seed")
-    if len(set(cfg.seeds)) != len(cfg.seeds):
-        raise ExperimentError(f"seeds {cfg.seeds}: a seed given twice")
     clash = sorted(s for s in cfg.seeds if s + NULL_SEED_OFFSET in cfg.seeds)
     if cfg.null and clash:
         raise ExperimentError(f"seeds: the null row trains seed {clash[0]} + {NULL_SEED_OFFSET}, which is also a seed "
                               f"of the grid; drop seed {clash[0] + NULL_SEED_OFFSET} (or turn the null off: --no-null)")
-    if "id" in cfg.splits and (not isinstance(cfg.id_folds, int) or cfg.id_folds < 1):
-        raise ExperimentError(f"id_folds {cfg.id_folds}: give 1 (one split by test_frac) or more folds")
-    for name, vals in (("lambdas", cfg.lambdas), ("shifts", cfg.shifts)):
-        for v in vals:
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or (name == "lambdas" and v < 0):
-                raise ExperimentError(f"{name}: {v!r} is not a {'non-negative ' if name == 'lambdas' else ''}number")
     if "dcat" in cfg.methods and (not cfg.lambdas or not cfg.mcma):
         raise ExperimentError("D-CAT needs at least one lambda and one MCMA setting (mcma = [true, false])")
-    unknown = sorted(k for k in cfg.train if k not in TRAIN_KEYS)
-    if unknown:
-        raise ExperimentError(f"[train] {', '.join(unknown)}: not a training setting an experiment can set "
-                              f"(known: {', '.join(TRAIN_KEYS)})")
-    f = cfg.source_label_fraction
-    if f is not None and not (isinstance(f, (int, float)) and 0.0 < float(f) <= 1.0):
-        raise ExperimentError(f"source_label_fraction {f!r}: a share of the training windows in (0, 1]")
-    if cfg.threads < 1:
-        raise ExperimentError("threads: at least 1 per cell")

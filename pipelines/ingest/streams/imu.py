@@ -44,7 +44,7 @@ class ImuStream(Stream):
         nan_rows = int(np.isnan(tab.x).any(axis=1).sum())
         info = {"kind": "imu", "file": spec.file, "samples": int(len(tab.t)), "channels": tab.channels,
                 **rate_check(spec.declared_rate_hz, rate_meas, cfg.rate_tol), **gap_stats(tab.t, gap_s),
-                "nan_samples": nan_rows}
+                "nan_samples": nan_rows, "nonfinite_values": tab.nonfinite}
         k = max(1, int(round(rate_meas / cfg.imu_hz))) if math.isfinite(rate_meas) else 1
         envs, warn = imu_envelopes(tab.t, tab.x, tab.channels, spec.units, spec.roles)
         roles = channel_roles(tab.channels, spec.units, spec.roles)

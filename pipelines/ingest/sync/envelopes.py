@@ -63,8 +63,9 @@ def moving_average(x: np.ndarray, n: int) -> np.ndarray:
     k = np.ones(n + 1 - n % 2)
     if n % 2 == 0:
         k[0] = k[-1] = 0.5
-    num = np.convolve(x, k, mode="same")
-    den = np.convolve(np.ones(len(x)), k, mode="same")
+    lo = (len(k) - 1) // 2  # the centred part of the full convolution: len(x) samples, also when
+    num = np.convolve(x, k)[lo:lo + len(x)]  # the window is longer than x (mode="same" would not)
+    den = np.convolve(np.ones(len(x)), k)[lo:lo + len(x)]
     return num / den
 
 
