@@ -109,6 +109,24 @@ def existing_shard_info(path: Path) -> dict:
     return info
 
 
+def carry_protocols(recordings: list[Path], out_dir: Path) -> str | None:
+    """Copy the raw folder's ``splits.json`` (a dataset's own protocols, written by ``dcat import``)
+    into the shards folder, where ``--split official`` reads it; returns where it came from. Raw
+    folders with different ``splits.json`` files: none is copied, and ``--split official`` says so."""
+    from pipelines.core.io import atomic_write_text
+
+    found = {}
+    for root in sorted({Path(p).parent for p in recordings}):
+        f = root / "splits.json"
+        if f.is_file() and f.stat().st_size <= 64 << 20:
+            found.setdefault(f.read_bytes(), str(f))
+    if len(found) != 1:
+        return None
+    (text, src), = found.items()
+    atomic_write_text(Path(out_dir) / "splits.json", text.decode("utf-8", errors="replace"))
+    return src
+
+
 def summarize(results: list[dict]) -> dict:
     """Totals over the run's result records: statuses, windows kept and dropped per reason, the
     worst reliable lag, recordings out of sync or uncertain, warnings and errors."""
@@ -224,6 +242,7 @@ def preprocess(recordings: list[Path], out_dir: Path, cfg: PreprocessConfig, *, 
             progress(r)
 
     _run_all(recordings, out_dir, cfg, overwrite, workers, fail_fast, done)
+    carried = carry_protocols(recordings, out_dir)
     ran = {r.get("folder", r["recording"]) for r in results}
     for p in recordings:
         if p.name not in ran:
@@ -233,6 +252,8 @@ def preprocess(recordings: list[Path], out_dir: Path, cfg: PreprocessConfig, *, 
     summary = summarize(results)
     summary["not_run"] = sum(1 for r in results if r["status"] == "not_run")
     summary["seconds"] = time.perf_counter() - t0
+    if carried:
+        summary["protocols_from"] = carried
     summary["leftovers_removed"] = leftovers
     manifest = None
     try:

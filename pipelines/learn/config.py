@@ -29,12 +29,13 @@ DEFAULT_OOF_FOLDS = 5
 SPLIT_HELP = ("`id`: same subjects in train/val/test, split by time blocks (`--block-s`) with windows near a block of "
               "another part dropped (`--guard-s`); with `--fold`/`--folds` a blocked K-fold (each block tested in one "
               "fold); `ood`: leave subjects out (`--test-subjects` or `--fold`/`--folds`), validation on held-out "
-              "training subjects (`--ood-val`)")
+              "training subjects (`--ood-val`); `official`: the dataset's own protocol (`--protocol`), from the "
+              "splits.json that `dcat import` wrote and `dcat preprocess` carried into the shards folder")
 #: default gap between windows of different parts: the IMU anti-alias filter and the log-mel frames
 #: reach ~0.2 s past a window's edges, so touching windows of two parts share input samples
 DEFAULT_GUARD_S = 0.25
 OOD_VAL = ("subjects", "time")
-SPLITS = ("id", "ood")
+SPLITS = ("id", "ood", "official")
 #: where IMU/audio input statistics come from (``--standardize``)
 STANDARDIZE = ("train", "manifest", "none")
 METHOD_HELP = ("what the target learns from the frozen source(s): `dcat` (CE + lambda * D-CAT alignment of K^T V), "
@@ -64,16 +65,20 @@ class SplitConfig:
     fold: int | None = None
     folds: int | None = None
     ood_val: str = "subjects"
+    protocol: str | None = None
 
     def key(self) -> tuple:
         """Every setting that decides the split (two configs with equal keys make the same split)."""
         return (self.split, self.seed, sorted(self.test_subjects), self.fold, self.folds, self.val_frac,
-                self.test_frac, self.block_s, self.guard_s, self.ood_val if self.split == "ood" else None)
+                self.test_frac, self.block_s, self.guard_s, self.ood_val if self.split == "ood" else None,
+                self.protocol if self.split == "official" else None)
 
     def tag(self) -> str:
         """A short name for run folders: ``id``, ``id-fold1of5``, ``ood-s03+s04``, ``ood-fold1of5``."""
         if self.split == "id":
             return "id" if self.folds is None else f"id-fold{self.fold}of{self.folds}"
+        if self.split == "official":
+            return "official" if not self.protocol else f"official-{self.protocol}"
         if self.test_subjects:
             return "ood-" + "+".join(self.test_subjects)
         return f"ood-fold{self.fold}of{self.folds}"
@@ -167,6 +172,8 @@ class TrainConfig:
                             "subject groups", ge=2)
     ood_val: str | None = opt("subjects", "OOD validation: `subjects` (held-out training subjects) or `time` "
                               "(time blocks of the training subjects)", choices=OOD_VAL)
+    protocol: str | None = opt(None, "with `--split official`: which protocol of the shards folder's splits.json "
+                               "(written by `dcat import`; default: the dataset's main one)", experiment=True)
     d: int | None = opt(64, "attention width (source and target must share it for D-CAT)",
                         experiment=True, ge=1)
     heads: int = opt(4, "attention heads", experiment=True, ge=1)
@@ -227,7 +234,7 @@ class TrainConfig:
                            block_s=d.block_s if self.block_s is None else self.block_s,
                            guard_s=d.guard_s if self.guard_s is None else self.guard_s,
                            test_subjects=list(self.test_subjects or []), fold=self.fold, folds=self.folds,
-                           ood_val=self.ood_val or d.ood_val)
+                           ood_val=self.ood_val or d.ood_val, protocol=self.protocol)
 
     def to_dict(self) -> dict:
         return asdict(self)

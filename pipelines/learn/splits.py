@@ -1,6 +1,7 @@
 """Train / validation / test splits that do not leak, reproducible from a seed, stored as ``split.json``.
 
-Two modes (``SplitConfig.split``):
+Three modes (``SplitConfig.split``); the third, ``official`` (a dataset's own protocol, whole
+recordings), is :mod:`pipelines.learn.official`:
 
 - ``id`` (in distribution): every subject appears in train, val and test. Each recording's
   timeline is cut into blocks of ``block_s`` seconds (a window belongs to the block holding its
@@ -114,8 +115,8 @@ def _check_folds(cfg: SplitConfig, n_max: int | None = None) -> None:
 
 def check_config(cfg: SplitConfig) -> None:
     """Refuse settings no split can have (before any data is read)."""
-    if cfg.split not in ("id", "ood"):
-        raise SplitError(f"unknown split '{cfg.split}': use --split id or --split ood")
+    if cfg.split not in ("id", "ood", "official"):
+        raise SplitError(f"unknown split '{cfg.split}': use --split id, ood or official")
     test_frac = cfg.test_frac if cfg.split == "id" and cfg.folds is None else 0.0  # else unused
     if not (0 <= cfg.val_frac < 1 and 0 <= cfg.test_frac < 1 and cfg.val_frac + test_frac < 1):
         raise SplitError(f"val_frac={cfg.val_frac} and test_frac={cfg.test_frac} must be in [0, 1)"
@@ -238,6 +239,12 @@ def make_split(shards, cfg: SplitConfig) -> dict:
     """Assign the windows of a :class:`pipelines.learn.data.ShardSet` to train/val/test; return the
     ``split.json`` record (JSON-able)."""
     check_config(cfg)
+    if cfg.split == "official":
+        from pipelines.learn.official import official_parts
+
+        part, notes, protocol = official_parts(shards, cfg.protocol, cfg.val_frac, cfg.seed)
+        return _finish_split(shards, cfg, part, notes, ["train", "test"] + (["val"] if cfg.val_frac > 0 else []),
+                             protocol=protocol)
     ood = cfg.split == "ood"
     ood_test = _ood_test_subjects(shards, cfg) if ood else []
     ood_val = _ood_val_subjects(shards, cfg, ood_test) if ood else []
@@ -258,21 +265,28 @@ def make_split(shards, cfg: SplitConfig) -> dict:
     cfg_blocks = SplitConfig(**{**asdict(cfg), "val_frac": val_frac})
     for (ri, b), a in _assign_blocks(by_subject, cfg_blocks, test_frac, notes).items():
         part[ri][blocks[ri] == b] = a
+    needed = ["train"] + (["val"] if cfg.val_frac > 0 else []) + (["test"] if ood or test_frac > 0 or cfg.folds else [])
+    return _finish_split(shards, cfg, part, notes, needed)
+
+
+def _finish_split(shards, cfg: SplitConfig, part: list[np.ndarray], notes: list[str], needed: list[str],
+                  **extra) -> dict:
+    """The ``split.json`` record from each window's part (the guard applied); refused when a
+    ``needed`` part is empty."""
     dropped = 0
     out_recs = {}
-    for ri, r in enumerate(recs):
+    for ri, r in enumerate(shards.recordings):
         dropped += _guard(r, part[ri], cfg.guard_s)
         out_recs[r.recording_id] = {"subject": r.subject,
                                     **{name: _runs(r.start_s, r.end_s, part[ri] == k) for k, name in enumerate(PARTS)}}
     split = {"encoding-type": SPLIT_TYPE, "encoding-version": "1", "config": asdict(cfg),
              "mode": cfg.split, "seed": cfg.seed, "data": str(shards.data_dir),
              "window_s": shards.settings.get("window_s"), "stride_s": shards.settings.get("stride_s"),
-             "recordings": out_recs, "notes": notes}
+             "recordings": out_recs, "notes": notes, **extra}
     ids = apply_split(shards, split)
     split["n_windows"] = {k: int(len(v)) for k, v in ids.items()}
     split["n_windows"]["dropped_by_guard"] = dropped
     split["subjects"] = {k: sorted(set(shards.subject_of(v).tolist())) for k, v in ids.items()}
-    needed = ["train"] + (["val"] if cfg.val_frac > 0 else []) + (["test"] if ood or test_frac > 0 or cfg.folds else [])
     for k in needed:
         if len(ids[k]) == 0:
             raise SplitError(f"the {cfg.tag()} split leaves the {k} part empty ({split['n_windows']}); "

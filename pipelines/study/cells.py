@@ -17,7 +17,7 @@ from pipelines.study.spec import TRAIN_KEYS, ExperimentError
 from pipelines.core.io import to_json
 
 #: split settings that ``[train]`` may hold; a source's run takes them, a transfer uses its sources' split
-_SPLIT_KEYS = ("val_frac", "test_frac", "block_s", "guard_s")
+_SPLIT_KEYS = ("val_frac", "test_frac", "block_s", "guard_s", "protocol")
 
 
 def _eval_f1(run_dir: Path, part: str, threads: int, device: str, write: bool = False) -> dict:

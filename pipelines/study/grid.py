@@ -28,7 +28,7 @@ def _num(x: float) -> str:
 
 
 def _unit_name(split: str, fold: int, n: int, seed: int) -> str:
-    return f"id-s{seed}" if (split == "id" and n == 1) else f"{split}-f{fold}of{n}-s{seed}"
+    return f"{split}-s{seed}" if (split != "ood" and n == 1) else f"{split}-f{fold}of{n}-s{seed}"
 
 
 def _units(cfg: ExperimentConfig, n_subjects: int) -> list[dict]:
@@ -38,10 +38,10 @@ def _units(cfg: ExperimentConfig, n_subjects: int) -> list[dict]:
                               f"({n_subjects} subjects in the data)")
     units = []
     for split in cfg.splits:
-        n = folds if split == "ood" else int(cfg.id_folds)
+        n = folds if split == "ood" else (1 if split == "official" else int(cfg.id_folds))
         for fold in range(n):
             for seed in cfg.seeds:
-                nf = None if (split == "id" and n == 1) else n
+                nf = None if (split != "ood" and n == 1) else n
                 units.append({"unit": _unit_name(split, fold, n, seed), "split": split, "fold": int(fold), "folds": nf,
                               "seed": int(seed), "first_seed_unit": _unit_name(split, fold, n, cfg.seeds[0])})
     return units

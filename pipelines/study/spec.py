@@ -15,7 +15,7 @@ from pipelines.core.io import parse_list
 from pipelines.core.options import check_options, opt, option_problem
 from pipelines.learn.config import EXPERIMENT_TRAIN_KEYS, TransferConfig
 
-SPLITS = ("id", "ood")
+SPLITS = ("id", "ood", "official")
 #: the classical reference: window statistics + a random forest (``pipelines.learn.classical``)
 REFERENCE_METHODS = ("features-rf",)
 DEFAULT_METHODS = ("dcat", "logit-kd", "feature-kd", "features-rf")
@@ -76,7 +76,7 @@ class ExperimentConfig:
     lambdas: list = _o([0.1, 1.0, 10.0], "D-CAT lambdas (default 0.1,1,10)", items=float, ge=0,
                       unique=True)
     mcma: list = _o([True, False], "D-CAT with MCMA on, off, or on,off (default)", items=bool, unique=True)
-    splits: list = _o(list(SPLITS), "`id`, `ood` or `id,ood` (default)", items=str, unique=True,
+    splits: list = _o(["id", "ood"], "`id`, `ood` or `id,ood` (default); `official`: the dataset's own protocol (`dcat import`; one test set per seed, `[train] protocol` picks one)", items=str, unique=True,
                       choices=SPLITS)
     folds: int | None = _o(None, "out-of-distribution subject folds; every fold runs (default: one per subject, "
                            "at most 5)", ge=2)
