@@ -216,6 +216,7 @@ class VideoSource:
 
         self.rec, self.file = rec, spec.file
         h, w = size
+        self.size, self.path, self.resize_here = (h, w), str(spec.path), False
         try:
             self.vr = decord.VideoReader(str(spec.path), ctx=decord.cpu(0), width=w, height=h, num_threads=1)
         except Exception as e:  # decord raises DECORDError / RuntimeError with ffmpeg's words
@@ -238,11 +239,36 @@ class VideoSource:
     def get(self, idx: np.ndarray) -> np.ndarray:
         """Decode frames ``idx`` (sorted, ascending) -> uint8 [len(idx), H, W, 3]."""
         try:
-            return self.vr.get_batch(list(map(int, idx))).asnumpy()
+            frames = self.vr.get_batch(list(map(int, idx))).asnumpy()
+            return resize_frames(frames, self.size) if self.resize_here else frames
         except Exception as e:
+            if not self.resize_here and "size must exactly match" in str(e):
+                # decord's own scaler returns frames of another size for some output sizes (seen: widths
+                # 32, 48 and 96 from 128 px): decode at the file's size and resize here instead
+                import decord
+
+                self.vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=1)
+                self.resize_here = True
+                return self.get(idx)
             raise RecordingError(self.rec, self.file,
                                  f"decoding failed near frame {int(idx[0])} of {self.n}: {_decoder_message(e)}",
                                  "the file is corrupt or truncated") from None
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 frames [N, H, W, 3] -> [N, h, w, 3]: area averaging over whole source pixels where the
+    frame shrinks by an integer factor or more, then bilinear interpolation to the exact size."""
+    from scipy import ndimage
+
+    h, w = size
+    n, hh, ww, c = frames.shape
+    fy, fx = max(1, hh // h), max(1, ww // w)
+    x = frames.astype(np.float32)
+    if fy > 1 or fx > 1:
+        x = x[:, : hh // fy * fy, : ww // fx * fx].reshape(n, hh // fy, fy, ww // fx, fx, c).mean(axis=(2, 4))
+    if x.shape[1:3] != (h, w):
+        x = ndimage.zoom(x, (1, h / x.shape[1], w / x.shape[2], 1), order=1, grid_mode=True, mode="nearest")
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------- audio
