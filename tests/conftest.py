@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 
 
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-full", action="store_true", default=False,
+                     help="tests/test_fuzz.py: run the full fuzz set (default: the smaller CI set; or env DCAT_FUZZ=full)")
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny
