@@ -378,3 +378,18 @@ def test_moving_average_keeps_the_length_when_the_window_is_longer_than_the_seri
     assert out.shape == (3,)
     assert np.allclose(out, 3.0)  # every sample's window holds the whole series
     assert np.allclose(moving_average(np.arange(10.0), 3)[1:-1], np.arange(1.0, 9.0))
+
+
+def test_the_estimate_does_not_depend_on_how_many_surrogates_are_transformed_at_once(monkeypatch):
+    """The surrogates' spectra are made a few rows at a time (memory of a long recording): the
+    estimate, its chance level and every curve are those of all rows at once."""
+    import pipelines.ingest.sync.estimate as est
+
+    ref, other = _clip_and_imu(7, 40.0, 0.4)
+    monkeypatch.setattr(est, "SURROGATE_CHUNK", 10_000)  # every row in one transform
+    whole = estimate_lag(ref, other, 2.0)
+    for chunk in (1, 3):
+        monkeypatch.setattr(est, "SURROGATE_CHUNK", chunk)
+        part = estimate_lag(ref, other, 2.0)
+        assert part == whole  # lag, status, p, z, correlation, pairs: every reported field
+    assert whole["reliable"] and whole["lag_s"] == pytest.approx(0.4, abs=1 / 30)

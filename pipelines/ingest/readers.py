@@ -255,19 +255,36 @@ class VideoSource:
                                  "the file is corrupt or truncated") from None
 
 
-def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 frames [N, H, W, 3] -> [N, h, w, 3]: area averaging over whole source pixels where the
-    frame shrinks by an integer factor or more, then bilinear interpolation to the exact size."""
-    from scipy import ndimage
+def _lerp_axis(x: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+    """Linear interpolation of ``x`` to ``n_out`` samples along ``axis``, pixel centres aligned
+    (``src = (i + 0.5) * n_in / n_out - 0.5``, clamped at the edges)."""
+    n_in = x.shape[axis]
+    src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    i0 = np.floor(src).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w = (src - i0).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+    a = np.take(x, i0, axis=axis)
+    return a + (np.take(x, i1, axis=axis) - a) * w
 
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 frames [N, H, W, 3] -> [N, h, w, 3]: the mean of whole fy x fx blocks where the frame
+    shrinks by an integer factor or more, then linear interpolation to the exact size."""
     h, w = size
     n, hh, ww, c = frames.shape
     fy, fx = max(1, hh // h), max(1, ww // w)
-    x = frames.astype(np.float32)
+    x = frames[:, : hh // fy * fy, : ww // fx * fx] if (fy > 1 or fx > 1) else frames
     if fy > 1 or fx > 1:
-        x = x[:, : hh // fy * fy, : ww // fx * fx].reshape(n, hh // fy, fy, ww // fx, fx, c).mean(axis=(2, 4))
-    if x.shape[1:3] != (h, w):
-        x = ndimage.zoom(x, (1, h / x.shape[1], w / x.shape[2], 1), order=1, grid_mode=True, mode="nearest")
+        sums = x.reshape(n, hh // fy, fy, ww // fx, fx, c).sum(axis=(2, 4), dtype=np.uint32)
+        if (hh // fy, ww // fx) == (h, w):  # an exact factor: integer mean, rounded half up
+            return ((sums + (fy * fx) // 2) // (fy * fx)).astype(np.uint8)
+        x = sums.astype(np.float32) / (fy * fx)
+    else:
+        x = x.astype(np.float32)
+    if x.shape[1] != h:
+        x = _lerp_axis(x, h, 1)
+    if x.shape[2] != w:
+        x = _lerp_axis(x, w, 2)
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 

@@ -155,9 +155,16 @@ class _Pair:
     cnt: np.ndarray  # known samples overlapping per lag
 
 
+#: surrogate rows transformed at a time: their spectra are the largest arrays of a lag estimate
+#: (a 1-hour recording: 360,000 samples a row), so they are made a few rows at a time
+SURROGATE_CHUNK = 8
+
+
 def _pair_curves(ref: list[Series], other: list[Series], a0: float, n: int, big_k: int, kc: int) -> list[_Pair]:
     """Every comparable pair's z-curves over the lags searched: the observed one, then one per
-    surrogate of the reference (``pipelines.ingest.sync.null``), with correlation and overlap."""
+    surrogate of the reference (``pipelines.ingest.sync.null``), with correlation and overlap.
+    Pairs come ordered by the other series, then the reference. Memory: one reference series'
+    spectra at a time, ``SURROGATE_CHUNK`` rows at a time (the result does not depend on it)."""
     from scipy.signal import correlate
 
     rate = ENV_RATE_HZ
@@ -167,30 +174,32 @@ def _pair_curves(ref: list[Series], other: list[Series], a0: float, n: int, big_
     n_null = int(_NULL_LAGS_S * rate)
     size = fft_size(n, n_lags, n + 2 * big_k)
     phases = random_phases(n, n_surrogates(size))
-    on_a = []
-    for s in ref:
-        got = _on_grid(s, grid_a)
+    on_b = []
+    for sb in other:
+        got = _on_grid(sb, grid_b)
+        if got is not None:
+            xb, mb = got
+            on_b.append((sb, xb, mb, _autocorr(xb[big_k:big_k + n], mb[big_k:big_k + n], n_null)))
+    found: dict[tuple[int, int], _Pair] = {}
+    for ia, sa in enumerate(ref):
+        todo = [(ib, b) for ib, b in enumerate(on_b) if _comparable(sa, b[0])]
+        got = _on_grid(sa, grid_a) if todo else None
         if got is None:
             continue
         xa, ma = got
-        rows = np.vstack([xa[None], surrogates(xa, ma, phases)])
-        on_a.append((s, ma, _autocorr(xa, ma, n_null), row_spectra(rows, size)))
-    out = []
-    for sb in other:
-        got = _on_grid(sb, grid_b)
-        if got is None:
-            continue
-        xb, mb = got
-        rb = _autocorr(xb[big_k:big_k + n], mb[big_k:big_k + n], n_null)
-        for sa, ma, ra, spec in on_a:
-            if not _comparable(sa, sb):
-                continue
-            na_n = float(ma.sum())
-            corr = correlate_spectra(spec, xb, size, n_lags) / na_n
+        ra = _autocorr(xa, ma, n_null)
+        parts: dict[int, list[np.ndarray]] = {ib: [] for ib, _ in todo}
+        for lo in [-1, *range(0, len(phases), SURROGATE_CHUNK)]:  # -1: the observed series itself
+            spec = row_spectra(xa[None] if lo < 0 else surrogates(xa, ma, phases[lo:lo + SURROGATE_CHUNK]), size)
+            for ib, (_, xb, _, _) in todo:
+                parts[ib].append(correlate_spectra(spec, xb, size, n_lags))
+        na_n = float(ma.sum())
+        for ib, (sb, _, mb, rb) in todo:
+            corr = np.vstack(parts[ib]) / na_n
             cnt = np.rint(correlate(mb.astype(float), ma.astype(float), mode="valid", method="fft"))
             sd = np.sqrt(max(float(np.dot(ra, rb)) / na_n, 1.0 / na_n))
-            out.append(_Pair(f"{sa.name.split('@')[0]}~{sb.name}", sa.coarse, corr[0], corr / sd, cnt))
-    return out
+            found[(ib, ia)] = _Pair(f"{sa.name.split('@')[0]}~{sb.name}", sa.coarse, corr[0], corr / sd, cnt)
+    return [found[k] for k in sorted(found)]
 
 
 def _peak(curve: np.ndarray, lags: np.ndarray, rate: float) -> tuple[int, float]:
