@@ -9,9 +9,12 @@
   time steps need: ``pipelines.shards.reader.WindowReader``, memory-mapped where the layout allows),
   visits blocks in a shuffled order, and shuffles windows inside a buffer of several blocks, so a
   batch mixes recordings without ever reading single windows. The batch plan is computed from the
-  window ids alone; under ``torchrun`` each process takes its slice of every batch. HDF5 files are
-  opened lazily in the process that reads them (each DataLoader worker) and the handles are kept;
-  they are never pickled to a worker (pytorch/pytorch#11929).
+  window ids alone; under ``torchrun`` each process takes its slice of every batch. Memory-mapped
+  video is not read in blocks: each batch of the plan is gathered straight from the memory maps
+  into its tensor (:mod:`pipelines.learn.gather`; the same batches). HDF5 files are opened lazily
+  in the process that reads them (each DataLoader worker) and the handles are kept; they are never
+  pickled to a worker (pytorch/pytorch#11929). :func:`make_loader`'s workers are persistent and
+  read the epoch from shared memory, so they follow each epoch's plan.
 
 Only the streams asked for are read, so a shards directory holding just the target stream works.
 Video frames can be subsampled in time on read (``frames={"video": 8}``) to keep CPU cost low.
@@ -28,6 +31,7 @@ import torch
 
 from pipelines.core.errors import ShardError, TrainingError
 from pipelines.learn.distributed import part_of
+from pipelines.learn.gather import gathered_batches
 from pipelines.learn.models import frame_indices
 from pipelines.learn.shardset import ShardSet, manifest_of_shard
 from pipelines.shards.format import FEATURE_DATASETS
@@ -88,9 +92,21 @@ class BlockDataset(torch.utils.data.IterableDataset):
 
     ``mmap`` (class attribute): read through memory maps where the layout allows
     (:class:`pipelines.shards.reader.WindowReader`); False forces h5py reads (benchmarks compare both).
+    ``gather`` (class attribute): True gathers each batch straight from the memory maps into its
+    tensor (one ``numpy.take`` per run of windows of one recording; in a DataLoader worker the
+    tensor is allocated in shared memory, so it is not copied again on the way to the main
+    process); False reads whole blocks, then copies each window into the batch (the loader before
+    issue 14); None (default): gather when a video stream is read and every stream read is
+    memory-mapped (h5py reads keep the block reads, which save h5py's per-call cost). The same
+    batches either way (``benchmarks/loader.py`` compares both).
+
+    The epoch lives in a shared-memory tensor once :meth:`share_epoch` is called (``make_loader``
+    does, for persistent DataLoader workers): :meth:`set_epoch` in the main process then reaches
+    the workers' copies, so persistent workers follow each epoch's plan.
     """
 
     mmap = True
+    gather: bool | None = None
 
     def __init__(self, shards: ShardSet, ids, streams: list[str], batch_size: int, *, shuffle: bool = False,
                  seed: int = 0, frames: dict | None = None, block_windows: int | None = None,
@@ -101,6 +117,7 @@ class BlockDataset(torch.utils.data.IterableDataset):
         self.ids = np.asarray(ids, dtype=np.int64)
         self.streams = list(streams)
         self.batch_size = int(batch_size)
+        self._epoch_t = None
         self.shuffle, self.seed, self.epoch = shuffle, int(seed), 0
         self.reads = stream_reads(shards, self.streams, frames)
         if block_windows is None:
@@ -129,8 +146,24 @@ class BlockDataset(torch.utils.data.IterableDataset):
         st["_files"] = {}
         return st
 
+    @property
+    def epoch(self) -> int:
+        return self._epoch if self._epoch_t is None else int(self._epoch_t.item())
+
+    @epoch.setter
+    def epoch(self, epoch: int) -> None:
+        self._epoch = int(epoch)
+        if self._epoch_t is not None:
+            self._epoch_t.fill_(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def share_epoch(self) -> None:
+        """Keep the epoch in shared memory, seen by DataLoader workers started before a later
+        :meth:`set_epoch` (persistent workers)."""
+        if self._epoch_t is None:
+            self._epoch_t = torch.tensor(self._epoch, dtype=torch.int64).share_memory_()
 
     def _rng(self, worker: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, worker, 0x5EED])
@@ -218,6 +251,15 @@ class BlockDataset(torch.utils.data.IterableDataset):
             self._files[key] = WindowReader(f["streams"][stream], self.reads[stream][0], mmap=self.mmap)
         return self._files[key]
 
+    def _gathers(self, batches) -> bool:
+        """Whether this iteration gathers batches from the memory maps (see ``gather``)."""
+        if self.gather is not None:
+            return bool(self.gather)
+        if not any(self.shards.kind(s) == "video" for s in self.reads):
+            return False
+        recs = np.unique(self.shards.rec[self.ids[np.concatenate([b for b, _, _ in batches])]])
+        return all(self._reader(int(r), s).mm is not None for r in recs.tolist() for s in self.reads)
+
     def read_block(self, rec: int, i: int, j: int) -> dict:
         """Windows ``i:j`` of recording ``rec``, per stream: each window's (selected) time steps."""
         return {s: self._reader(rec, s).read(i, j, frames=fidx) for s, (_, fidx) in self.reads.items()}
@@ -237,6 +279,9 @@ class BlockDataset(torch.utils.data.IterableDataset):
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         batches = self.local_batches(worker, n_workers)
         if not batches:
+            return
+        if self._gathers(batches):
+            yield from gathered_batches(self, batches, shared=info is not None)
             return
         need = np.concatenate([b for b, _, _ in batches])
         blk = self._block_of[need]
@@ -279,11 +324,18 @@ class BlockDataset(torch.utils.data.IterableDataset):
 
 
 def make_loader(ds: BlockDataset, workers: int = 0, pin_memory: bool = False, seed: int = 0):
-    """A DataLoader over a :class:`BlockDataset` (which already batches): ``batch_size=None``."""
+    """A DataLoader over a :class:`BlockDataset` (which already batches): ``batch_size=None``.
+
+    With workers, they are persistent (started once, their open files and warm memory maps kept
+    from epoch to epoch) when the dataset can share its epoch with them
+    (:meth:`BlockDataset.share_epoch`); a dataset without it gets workers started every epoch."""
     ds.num_workers = int(workers)
     kw = {}
     if workers > 0:
-        kw = {"prefetch_factor": 2, "persistent_workers": False}
+        persistent = hasattr(ds, "share_epoch")
+        if persistent:
+            ds.share_epoch()
+        kw = {"prefetch_factor": 2, "persistent_workers": persistent}
     return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                                        generator=torch.Generator().manual_seed(int(seed)), **kw)
 

@@ -39,6 +39,8 @@ class WindowReader:
         check_window_starts(self.starts, self.length, self.ds.shape[0] if self.ds.ndim else 0,
                             f"{group.file.filename}:{group.name}/{wkey}")
         self.mm = _memmap(self.ds) if mmap else None
+        # a plain ndarray view of the map, one row per stored sample (numpy.memmap's __getitem__ is Python)
+        self.flat = None if self.mm is None else np.asarray(self.mm).reshape(self.mm.shape[0], -1)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -60,6 +62,25 @@ class WindowReader:
         a, b = int(st.min()), int(st.max()) + self.length
         span = self.ds[a:b]
         return span[(st - a)[:, None] + steps[None, :]]
+
+    def out_shape(self, frames=None) -> tuple:
+        """Shape of one window as read (``frames``: the time steps kept)."""
+        return ((self.length if frames is None else len(frames)),) + tuple(self.ds.shape[1:])
+
+    def read_into(self, out, wins, frames=None) -> None:
+        """Windows ``wins`` into ``out`` (a C-contiguous ``[len(wins), *out_shape(frames)]`` array of the
+        dataset's dtype): through the memory map, one gather of every needed sample straight into
+        ``out`` (``numpy.take``, no temporary); otherwise ``read_windows`` then one copy."""
+        import numpy as np
+
+        if self.mm is None:
+            out[...] = self.read_windows(wins, frames)
+            return
+        st = self.starts[np.asarray(wins, dtype=np.int64)]
+        steps = np.arange(self.length) if frames is None else np.asarray(frames, dtype=np.int64)
+        rows = (st[:, None] + steps[None, :]).ravel()
+        # indices checked on open (check_window_starts): "clip" only skips numpy's buffered bounds check
+        np.take(self.flat, rows, axis=0, out=out.reshape(len(rows), -1), mode="clip")
 
 
 def _memmap(ds):
