@@ -4,12 +4,18 @@ Reading opens the file and reads its timestamps only; frames are decoded once, w
 written to the shard (or into a scratch file first when the lag must be known before windowing).
 The activity envelope (``motion``: frame-difference energy) is collected on the way, for every grid
 frame: frames no kept window holds are decoded for it too (between and after the kept runs), so
-the lag estimate does not depend on windowing.
+the lag estimate does not depend on windowing. Since every grid frame is decoded, in order, a
+background thread can decode them ahead of their use (``_Prefetch``, at most PREFETCH_BYTES ahead;
+off by default): decoding then overlaps the HDF5 writes and the envelope; the frames, and so the
+shard, are the same as decoding on demand.
 """
 
 from __future__ import annotations
 
 import math
+import queue
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +31,89 @@ from pipelines.ingest.streams.base import Stream, gap_stats, rate_check, run_sam
 from pipelines.ingest.sync.envelopes import Envelope
 
 VIDEO_CHUNK = 256  # frames decoded per decoder call (about 10 MB at 112x112)
+# decoded frames a background thread may hold ahead of their use (``_Prefetch``); 0: no thread, frames
+# decoded on demand. Off by default: on 2 cores it measured 0.91-1.07x (no gain) once started lazily
+# (benchmarks/preprocess.py --ab), +43 MB peak for a 1-hour recording; 48 << 20 turns it on
+PREFETCH_BYTES = 0
+
+
+class _Prefetch:
+    """Decodes every grid frame in order, VIDEO_CHUNK at a time, in a background thread, at most
+    PREFETCH_BYTES ahead of the reader (decord releases the GIL while it decodes, so decoding
+    overlaps the HDF5 writes, the envelope and the other streams' work). Every grid frame is decoded
+    in any case (kept windows' frames for the shard, the others for the envelope), in the same
+    order, so the frames are the same as decoding on demand. ``take(a, b)`` returns grid frames
+    ``[a, b)``; ranges must move forward. ``close()`` stops the thread."""
+
+    def __init__(self, decode, n: int, frame_bytes: int):
+        self.decode, self.n = decode, n
+        self.q: queue.Queue = queue.Queue(maxsize=max(1, PREFETCH_BYTES // max(1, frame_bytes * VIDEO_CHUNK)))
+        self.stop = threading.Event()
+        self.buf: tuple[int, np.ndarray] = (0, np.zeros((0,)))  # (first grid frame, frames) of the chunk in hand
+        self.thread = threading.Thread(target=self._run, name="dcat-video-prefetch", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for c in range(0, self.n, VIDEO_CHUNK):
+                if not self._put((c, self.decode(c, min(self.n, c + VIDEO_CHUNK)))):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the reader, raised there
+            self._put(e)
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _next(self) -> None:
+        item = self.q.get()
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        self.buf = item
+
+    def take(self, a: int, b: int) -> np.ndarray:
+        if a < self.buf[0] or b > self.n:
+            raise RuntimeError(f"_Prefetch.take({a}, {b}) outside the frames ahead ({self.buf[0]}..{self.n})")
+        parts = []
+        while a < b:
+            c, fr = self.buf
+            if not c <= a < c + len(fr):
+                self._next()
+                continue
+            e = min(b, c + len(fr))
+            parts.append(fr[a - c:e - c])
+            a = e
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def close(self) -> None:
+        self.stop.set()
+
+
+@dataclass
+class _GridDecoder:
+    """Grid frames ``[a, b)`` from the decoder (a frame the grid holds repeated)."""
+
+    src: VideoSource
+    idx: np.ndarray
+    shape: tuple[int, int, int]
+    rec: str
+    file: str
+
+    def __call__(self, a: int, b: int) -> np.ndarray:
+        need = self.idx[a:b]
+        uniq = np.unique(need)
+        frames = self.src.get(uniq)
+        if frames.shape[1:] != self.shape:
+            raise RecordingError(self.rec, self.file, f"decoder returned frames of shape {frames.shape[1:]}")
+        if len(uniq) != len(need):  # the grid is faster than the video: a frame is held
+            frames = frames[np.searchsorted(uniq, need)]
+        return frames
 
 
 class VideoFrames:
@@ -40,6 +129,21 @@ class VideoFrames:
         self.env = np.full(len(idx), np.nan)
         self.done = 0  # grid frames below this were returned already
         self._prev: tuple[int, np.ndarray] | None = None  # (grid index, small gray frame)
+        self._pre: _Prefetch | None = None  # started by the first frame asked for
+
+    def _prefetch(self) -> _Prefetch | None:
+        """The prefetching thread, started when the first frame is asked for (not while the other
+        streams are read: decord keeps decoding ahead into memory of its own while it waits)."""
+        if self._pre is None and PREFETCH_BYTES > 0 and len(self.idx):
+            # the thread holds the source, not this object: when this object goes (a recording that
+            # failed before reading all frames), the thread is stopped
+            self._pre = _Prefetch(_GridDecoder(self.src, self.idx, self.shape, self.rec, self.file), len(self.idx),
+                                  int(np.prod(self.shape)))
+            weakref.finalize(self, self._pre.close)
+        return self._pre
+
+    def _frames(self, a: int, b: int) -> np.ndarray:
+        return _GridDecoder(self.src, self.idx, self.shape, self.rec, self.file)(a, b)
 
     def span(self, a: int, b: int) -> np.ndarray:
         if a < self.done:
@@ -54,12 +158,8 @@ class VideoFrames:
 
     def _decode(self, a: int, b: int) -> np.ndarray:
         need = self.idx[a:b]
-        uniq = np.unique(need)
-        frames = self.src.get(uniq)
-        if frames.shape[1:] != self.shape:
-            raise RecordingError(self.rec, self.file, f"decoder returned frames of shape {frames.shape[1:]}")
-        if len(uniq) != len(need):  # the grid is faster than the video: a frame is held
-            frames = frames[np.searchsorted(uniq, need)]
+        pre = self._prefetch()
+        frames = pre.take(a, b) if pre is not None else self._frames(a, b)
         small = frames[:, ::8, ::8, 1].astype(np.int16)  # green channel, 1/64 of the pixels: enough for motion energy
         d = np.full(len(frames), np.nan)
         d[1:] = np.abs(np.diff(small, axis=0)).mean(axis=(1, 2))
@@ -156,7 +256,13 @@ class VideoStream(Stream):
         """Frames [i0, i1): decoded now, or from the scratch file when decoded already."""
         if self.scratch is None:
             return self.frames.span(i0, i1)
-        return super().samples(i0, i1)
+        if i1 <= i0:
+            return super().samples(i0, i1)
+        # mapped, not read: HDF5 copies the frames from the page cache once (no buffer to fill first);
+        # one mapping per call, so resident memory stays one chunk whatever the recording's length
+        item = int(np.prod(self.frame_shape))
+        return np.memmap(self.scratch, dtype=np.uint8, mode="r", offset=i0 * item,
+                         shape=(i1 - i0,) + tuple(self.frame_shape))
 
     def write_runs(self, gs, rec: Recording, cfg: PreprocessConfig, runs: list[tuple[int, int]],
                    window_start: np.ndarray, i0: np.ndarray, t_win: int) -> None:
