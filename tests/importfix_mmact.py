@@ -9,50 +9,14 @@ repeated time, a sensor clip without video, and a clip with nothing readable.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from importfix_common import write_video
 
 SECONDS = 4.0
 BASE = (2018, 10, 11, 10, 0, 0.0)  # 2018-10-11 10:00:00.000 JST
 G_PHONE = (0.1, 9.80665, 0.2)  # m/s^2 as stored (gravity along y)
-
-
-def write_mp4(path: Path, seconds: float = SECONDS, fps: int = 30, size: int = 64, seed: int = 0,
-              audio: bool = False) -> None:
-    """A small H.264 clip, with a mono AAC track (16 kHz) when ``audio``."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    with av.open(str(path), mode="w") as c:
-        s = c.add_stream("libx264", rate=Fraction(fps))
-        s.width = s.height = size
-        s.pix_fmt = "yuv420p"
-        a = None
-        if audio:
-            a = c.add_stream("aac", rate=16000)
-            a.layout = "mono"
-        for i in range(int(seconds * fps)):
-            img = np.full((size, size, 3), (i * 7) % 255, np.uint8)
-            img[rng.integers(0, size), :, :] = 255
-            fr = av.VideoFrame.from_ndarray(img, format="rgb24")
-            for p in s.encode(fr):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-        if a is not None:
-            n = int(seconds * 16000)
-            wave = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32)
-            for k in range(0, n, 1024):
-                fr = av.AudioFrame.from_ndarray(wave[None, k:k + 1024], format="fltp", layout="mono")
-                fr.sample_rate = 16000
-                fr.pts = k
-                for p in a.encode(fr):
-                    c.mux(p)
-            for p in a.encode():
-                c.mux(p)
 
 
 def stamp(sec: float, frac: bool = True) -> str:
@@ -98,7 +62,8 @@ def build(root: Path) -> Path:
     sens = top / "Sensor_trimmed"
     for k, (subj, scene, sess, stem, vstem, cams, t0) in enumerate(CLIPS):
         for cam in cams:
-            write_mp4(top / "Video_trimmed" / subj / cam / scene / sess / f"{vstem}.mp4", seed=k)
+            write_video(top / "Video_trimmed" / subj / cam / scene / sess / f"{vstem}.mp4", SECONDS, 30,
+                        seed=k, size=64)
         rel = Path(subj) / scene / sess
         t, v = _acc(int(SECONDS * 100), t0, 100.0, k)
         no_frac = 100 if subj == "subject17" else None  # one row of subject17's phone clip without ".fff"

@@ -8,7 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from importfix_utd_mhad import write_video
+from importfix_common import write_video
 
 FPS = 25
 SECONDS = 4.0
@@ -42,7 +42,7 @@ def _clip(root: Path, class_dir: str, k: int, rows: int | None = None, sensor: b
     clip = clip_name(class_dir, k)
     (root / "video" / class_dir).mkdir(parents=True, exist_ok=True)
     (root / "sensor" / class_dir).mkdir(parents=True, exist_ok=True)
-    write_video(root / "video" / class_dir / f"{clip}.mp4", SECONDS, FPS, seed=k + CLASSES[class_dir], codec="libx264")
+    write_video(root / "video" / class_dir / f"{clip}.mp4", SECONDS, FPS, seed=k + CLASSES[class_dir])
     n = int(SECONDS * FPS)
     if sensor:
         x = sensor_rows(class_dir, k, rows if rows is not None else n)

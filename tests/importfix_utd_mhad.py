@@ -1,13 +1,12 @@
 """A small UTD-MHAD as unzipped (RGB/ and Inertial/ with the dataset's file names, ``d_iner`` in g and
-deg/s at 50 Hz, 30 fps .avi), for tests/test_import_utd_mhad.py; plus the tiny video writer the
-importer fixtures share."""
+deg/s at 50 Hz, 30 fps .avi), for tests/test_import_utd_mhad.py."""
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from importfix_common import write_video
 
 FPS = 30
 RATE = 50.0
@@ -18,29 +17,6 @@ MS2_TRIAL = "a1_s3_t2"  # stored in m/s^2 instead of g (the importer's unit chec
 WINDOWS_NAME_TRIAL = (22, 4, 2)  # stored as 'Inertial\a22_s4_t2_inertial.mat' in the root (a Windows zip)
 MAT73_TRIAL = "a1_s2_t2"  # saved as a MATLAB v7.3 (HDF5) file
 GYRO_DEG_S = (90.0, 0.0, -180.0)  # constant offset of the gyro columns, deg/s
-
-
-def write_video(path: Path, seconds: float, fps: int, seed: int, codec: str = "mpeg4", size: int = 32) -> None:
-    """A few seconds of moving squares (mpeg4 .avi, or libx264 .mp4), frame i at pts i / fps."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    n = round(seconds * fps)
-    with av.open(str(path), mode="w") as c:
-        s = c.add_stream(codec, rate=Fraction(fps))
-        s.width = s.height = size
-        s.pix_fmt = "yuv420p"
-        s.codec_context.thread_count = 1
-        base = rng.integers(0, 255, 3)
-        for i in range(n):
-            img = np.zeros((size, size, 3), np.uint8)
-            img[:] = base // 3
-            x = (i * 2) % (size - 8)
-            img[8:16, x:x + 8] = 255
-            for pk in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
 
 
 def d_iner(a: int, s: int, t: int, n: int) -> np.ndarray:

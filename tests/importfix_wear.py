@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from importfix_mmact import write_mp4
+from importfix_common import write_video
 
 RATE = 50
 HEADER = ["sbj_id", "right_arm_acc_x", "right_arm_acc_y", "right_arm_acc_z", "right_leg_acc_x", "right_leg_acc_y",
@@ -96,8 +96,8 @@ def build(root: Path) -> Path:
                               for h in HEADER if h.startswith(p)] + ["label"]
     for s in PLAN:
         write_csv(inert / f"sbj_{s}.csv", s, reordered if s == 1 else HEADER)
-        write_mp4(top / "raw" / "videos" / f"sbj_{s}.mp4", seconds=SECONDS, fps=10, size=64, seed=s,
-                  audio=(s == 0))
+        write_video(top / "raw" / "videos" / f"sbj_{s}.mp4", SECONDS, 10, seed=s, size=64,
+                    audio=(s == 0))
     bad = inert / "sbj_3.csv"
     bad.write_text(",".join(HEADER[:10] + ["label"]) + "\n" + ",".join(["3"] + ["0.1"] * 9 + ["null"]) + "\n")
     ann = top / "annotations" / "60fps"

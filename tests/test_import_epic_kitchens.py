@@ -14,16 +14,12 @@ from typer.testing import CliRunner
 
 import importfix_epic as fx
 from dcat_cli.main import app
+from importfix_common import ok
 from pipelines.ingest.importers import run_import
 from pipelines.ingest.importers.epic_kitchens import unambiguous_segments
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _ok(res):
-    assert res.exit_code == 0, res.output + res.stderr
-    return res
 
 
 def _labels(path):
@@ -36,7 +32,7 @@ def epic(tmp_path_factory) -> dict:
 
 
 def _import(src, out, *extra) -> dict:
-    res = _ok(runner.invoke(app, ["import", "epic-kitchens", str(src), "--out", str(out), "--json", *extra]))
+    res = ok(runner.invoke(app, ["import", "epic-kitchens", str(src), "--out", str(out), "--json", *extra]))
     return json.loads(res.stdout)
 
 
@@ -71,14 +67,14 @@ def test_epic_import_end_to_end(epic, tmp_path, monkeypatch):
         np.testing.assert_allclose([g[:2] for g in got], [w[:2] for w in want], atol=0.05)
     splits = json.loads((raw / "splits.json").read_text())
     assert splits["protocols"]["official"] == {"train": ["P01_101", "P02_101"], "test": ["P01_102", "P02_102"]}
-    _ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
+    ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
     monkeypatch.chdir(tmp_path)
-    _ok(runner.invoke(app, ["preprocess", "raw", "--out", "shards"]))
-    res = _ok(runner.invoke(app, ["pretrain", "--modality", "imu", "--d", "16", "--epochs", "1", "--threads", "1",
+    ok(runner.invoke(app, ["preprocess", "raw", "--out", "shards"]))
+    res = ok(runner.invoke(app, ["pretrain", "--modality", "imu", "--d", "16", "--epochs", "1", "--threads", "1",
                                   "--batch-size", "8", "--block-s", "4", "--json", "--quiet"]))
     run = json.loads(res.stdout)
     assert run["epochs_run"] == 1 and run["n_windows"]["train"] > 0
-    ev = json.loads(_ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
+    ev = json.loads(ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
     assert set(ev["per_class"]) <= {"take", "put", "wash", "open"} and 0.0 <= ev["macro_f1"] <= 1.0
 
 

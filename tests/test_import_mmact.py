@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import importfix_mmact as fx
 from dcat_cli.main import app
+from importfix_common import ok
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,17 +26,12 @@ ALL = {"subject1_cam1_scene1_session1_walking", "subject1_cam2_scene1_session1_w
        "subject17_cam2_scene3_session5_using_phone", "subject17_scene2_session3_jumping"}
 
 
-def _ok(res):
-    assert res.exit_code == 0, res.output + (res.stderr or "")
-    return res
-
-
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
     root = tmp_path_factory.mktemp("mmact")
     src = fx.build(root)
     out = root / "raw"
-    res = _ok(runner.invoke(app, ["import", "mmact", str(src), "--out", str(out), "--json"]))
+    res = ok(runner.invoke(app, ["import", "mmact", str(src), "--out", str(out), "--json"]))
     return src, out, json.loads(res.stdout)
 
 
@@ -117,26 +113,26 @@ def test_units_labels_and_time_quirks(imported):
 
 def test_validate_preprocess_pretrain_evaluate(imported, tmp_path, monkeypatch):
     _, out, _ = imported
-    _ok(runner.invoke(app, ["validate", str(out), "--deep"]))
+    ok(runner.invoke(app, ["validate", str(out), "--deep"]))
     shards = tmp_path / "shards"
-    res = _ok(runner.invoke(app, ["preprocess", str(out), "--out", str(shards), "--video-size", "64", "--json"]))
+    res = ok(runner.invoke(app, ["preprocess", str(out), "--out", str(shards), "--video-size", "64", "--json"]))
     info = json.loads(res.stdout)
     assert info["ok"] == len(ALL) and info["failed"] == 0
     assert (shards / "splits.json").is_file()
     monkeypatch.chdir(tmp_path)
-    res = _ok(runner.invoke(app, ["pretrain", "--data", str(shards), "--modality", "imu_acc_phone",
+    res = ok(runner.invoke(app, ["pretrain", "--data", str(shards), "--modality", "imu_acc_phone",
                                   "--split", "official", "--d", "16", "--epochs", "1", "--batch-size", "8",
                                   "--threads", "1", "--json", "--quiet"]))
     run = json.loads(res.stdout)
     assert run["epochs_run"] == 1 and run["n_windows"]["test"] > 0
-    rep = json.loads(_ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
+    rep = json.loads(ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
     assert rep["subjects"] == ["subject17"] and 0.0 <= rep["macro_f1"] <= 1.0
 
 
 def test_subjects_filter_and_copy(imported, tmp_path):
     src, _, _ = imported
     out = tmp_path / "raw"
-    res = _ok(runner.invoke(app, ["import", "mmact", str(src), "--out", str(out), "--subjects", "1,subject17",
+    res = ok(runner.invoke(app, ["import", "mmact", str(src), "--out", str(out), "--subjects", "1,subject17",
                                   "--copy", "--json"]))
     rep = json.loads(res.stdout)
     assert set(rep["recordings"]) == {r for r in ALL if not r.startswith("subject2_")}

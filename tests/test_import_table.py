@@ -15,28 +15,18 @@ from typer.testing import CliRunner
 
 import importfix_table as fx
 from dcat_cli.main import app
+from importfix_common import ok, read_imu
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _ok(res):
-    assert res.exit_code == 0, res.output + res.stderr
-    return res
-
-
 def _import(src: Path, toml: str, out: Path, *extra: str) -> dict:
     mp = src.parent / f"{out.name}.toml"
     mp.write_text(toml)
-    res = _ok(runner.invoke(app, ["import", "table", str(src), "--out", str(out), "--mapping", str(mp), "--json",
+    res = ok(runner.invoke(app, ["import", "table", str(src), "--out", str(out), "--mapping", str(mp), "--json",
                                   *extra]))
     return json.loads(res.stdout)
-
-
-def _imu(path: Path) -> tuple[list[str], np.ndarray]:
-    rows = list(csv.reader(path.open()))
-    data = np.array([[float(v) if v else np.nan for v in r] for r in rows[1:]])
-    return rows[0], data
 
 
 def _labels(path: Path) -> list[tuple[float, float, str]]:
@@ -68,11 +58,11 @@ def test_pamap2_like_end_to_end(srcs, tmp_path, monkeypatch):
     assert hand["rate_hz"] == 100 and hand["clock"] == meta["streams"]["imu_ankle"]["clock"]  # one clock: one file
     assert hand["units"]["acc_x"] == "m/s^2" and hand["units"]["gyr_z"] == "rad/s" and hand["roles"]["mag_y"] == "mag"
     assert meta["source_t0_s"] == pytest.approx(known["t0"])
-    header, data = _imu(raw / "subject102" / "imu_ankle.csv")
+    header, data = read_imu(raw / "subject102" / "imu_ankle.csv")
     assert header == ["t", "acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"] and len(data) == known["n"]
     assert data[0, 0] == 0.0 and data[1, 0] == pytest.approx(0.01)
     assert data[0, 2] == pytest.approx(known["first_acc_y"], rel=1e-5)  # already m/s^2 in PAMAP2: unchanged
-    _, hand_data = _imu(raw / "subject101" / "imu_hand.csv")
+    _, hand_data = read_imu(raw / "subject101" / "imu_hand.csv")
     assert np.isnan(hand_data[500:505, 1:4]).all() and np.isfinite(hand_data[505, 1:4]).all()  # the dropped packet
     expected, t = [], 0.0  # runs of the plan, transients (0) left unlabelled
     for act, sec in fx.PAMAP2_PLAN:
@@ -84,14 +74,14 @@ def test_pamap2_like_end_to_end(srcs, tmp_path, monkeypatch):
     np.testing.assert_allclose([g[:2] for g in got], [e[:2] for e in expected], atol=0.011)
     splits = json.loads((raw / "splits.json").read_text())
     assert splits["protocols"]["xsub"] == {"train": ["subject101"], "test": ["subject102"]}
-    _ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
+    ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
     monkeypatch.chdir(tmp_path)
-    _ok(runner.invoke(app, ["preprocess", "raw", "--out", "shards"]))
-    res = _ok(runner.invoke(app, ["pretrain", "--modality", "imu_hand", "--d", "16", "--epochs", "1", "--threads", "1",
+    ok(runner.invoke(app, ["preprocess", "raw", "--out", "shards"]))
+    res = ok(runner.invoke(app, ["pretrain", "--modality", "imu_hand", "--d", "16", "--epochs", "1", "--threads", "1",
                                   "--batch-size", "16", "--json", "--quiet"]))
     run = json.loads(res.stdout)
     assert run["epochs_run"] == 1
-    ev = json.loads(_ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
+    ev = json.loads(ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
     assert set(ev["per_class"]) <= {"lying", "walking", "running"} and 0.0 <= ev["macro_f1"] <= 1.0
     # --subjects filters by the dataset's names (the pattern's group), before the file is read
     rep = _import(src, fx.PAMAP2_TOML, tmp_path / "only102", "--subjects", "102")
@@ -110,12 +100,12 @@ def test_wisdm_like_splits_users_gaps_and_clock_resets(srcs, tmp_path):
     assert _labels(raw / f"{base}_33_p02" / "labels.csv") == [(0.0, 15.0, "Walking")]
     meta = json.loads((raw / f"{base}_17_p02" / "meta.json").read_text())
     assert meta["subject"] == "17" and meta["source_t0_s"] == pytest.approx(1.0)  # after the clock reset
-    header, data = _imu(raw / f"{base}_17_p01" / "imu.csv")
+    header, data = read_imu(raw / f"{base}_17_p01" / "imu.csv")
     first = known["lines"][0].rstrip(";").split(",")  # user 33's first line; user 17's first comes later
     assert header == ["t", "acc_x", "acc_y", "acc_z"] and len(data) == 401 and np.isnan(data[-1, 3])  # ';' stripped
-    x33 = _imu(raw / f"{base}_33_p01" / "imu.csv")[1]
+    x33 = read_imu(raw / f"{base}_33_p01" / "imu.csv")[1]
     assert x33[0, 1:] == pytest.approx([float(v) for v in first[3:]], rel=1e-6) and x33[1, 0] == pytest.approx(0.05)
-    _ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
+    ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
     rep = _import(src, fx.WISDM_TOML, tmp_path / "u17", "--subjects", "17")
     assert rep["recordings"] == [f"{base}_17_p01", f"{base}_17_p02"]
 
@@ -134,13 +124,13 @@ def test_lab_sessions_convert_units_and_link_or_copy_video(srcs, tmp_path):
     assert meta["streams"]["audio"]["file"] == meta["streams"]["video"]["file"] == "video.mp4"
     assert "audio" not in json.loads((raw / "P01_S2" / "meta.json").read_text())["streams"]  # its mp4 has no audio
     assert set(json.loads((raw / "P02_S1" / "meta.json").read_text())["streams"]) == {"imu"}
-    _, data = _imu(raw / "P01_S1" / "imu.csv")
+    _, data = read_imu(raw / "P01_S1" / "imu.csv")
     assert data[0, 1:] == pytest.approx([0.5 * 9.80665, 9.80665, 0.0, np.pi / 2, -np.pi, 0.0], rel=1e-6)
     assert data[-1, 1:3] == pytest.approx([0.0, 9.80665]) and data[1, 0] == pytest.approx(0.02)
     # empty cells = unlabelled; a label holding a comma comes back whole (quoted in labels.csv)
     assert _labels(raw / "P01_S1" / "labels.csv") == [(0.0, 8.0, "walk"), (10.0, 20.0, "sit, relaxed")]
     assert (raw / "P01_S1" / "video.mp4").samefile(src / "sessions" / "P01_S1.mp4")
-    _ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
+    ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
     copied = tmp_path / "copied"
     _import(src, fx.LAB_TOML, copied, "--copy")
     v = copied / "P01_S1" / "video.mp4"
@@ -165,9 +155,9 @@ def test_label_table_segments_whole_labels_and_a_file_without_a_row(srcs, tmp_pa
         assert _labels(tmp_path / "raw" / rid / "labels.csv") == [(0.5, 5.5, truth[rid[len("trials_"):]])]
     meta = json.loads((tmp_path / "raw" / "trials_s2_trial1" / "meta.json").read_text())
     assert meta["subject"] == "s2" and meta["streams"]["imu"]["source_units"]["acc_y"] == "mg"
-    _, data = _imu(tmp_path / "raw" / "trials_s2_trial1" / "imu.csv")
+    _, data = read_imu(tmp_path / "raw" / "trials_s2_trial1" / "imu.csv")
     assert data[:, 2] == pytest.approx(9.80665) and data[3, 0] == pytest.approx(3 / 50) and len(data) == 300
-    _ok(runner.invoke(app, ["validate", str(tmp_path / "raw"), "--deep"]))
+    ok(runner.invoke(app, ["validate", str(tmp_path / "raw"), "--deep"]))
     whole = fx.TRIALS_TOML.replace('start = "start_s"\nend = "end_s"\n', "")
     _import(src, whole, tmp_path / "whole")
     meta = json.loads((tmp_path / "whole" / "trials_s1_trial2" / "meta.json").read_text())
@@ -202,7 +192,7 @@ def test_sample_index_time_other_channels_and_a_bad_label(tmp_path):
     meta = json.loads((tmp_path / "raw" / "a" / "meta.json").read_text())
     assert meta["subject"] == "me" and meta["streams"]["emg"]["units"] == {"other_1": "V"}
     assert meta["streams"]["emg"]["roles"] == {"other_1": "other"}
-    header, data = _imu(tmp_path / "raw" / "a" / "emg.csv")
+    header, data = read_imu(tmp_path / "raw" / "a" / "emg.csv")
     assert header == ["t", "other_1"] and data[3, 0] == pytest.approx(3 / 25) and data[8, 1] == 1.0
     assert _labels(tmp_path / "raw" / "a" / "labels.csv") == [(0.0, 2.0, "x"), (2.0, 4.0, "y")]
 

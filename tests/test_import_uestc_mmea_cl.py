@@ -5,7 +5,6 @@ and a folder that is not the dataset."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
@@ -15,25 +14,15 @@ import pytest
 from typer.testing import CliRunner
 
 from dcat_cli.main import app
+from importfix_common import ok, read_imu
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _ok(res):
-    assert res.exit_code == 0, res.output + (res.stderr or "")
-    return res
-
-
 @pytest.fixture(scope="module")
 def mmea(tmp_path_factory):
     return fx.build(tmp_path_factory.mktemp("mmea") / "UESTC-MMEA-CL")
-
-
-def _imu(path):
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    return rows[0], np.array(rows[1:], dtype=float)
 
 
 def _listed(part):
@@ -42,7 +31,7 @@ def _listed(part):
 
 def test_import_then_validate_preprocess_pretrain_evaluate(mmea, tmp_path, monkeypatch):
     raw = tmp_path / "raw"
-    res = _ok(runner.invoke(app, ["import", "uestc-mmea-cl", str(mmea), "--out", str(raw), "--json"]))
+    res = ok(runner.invoke(app, ["import", "uestc-mmea-cl", str(mmea), "--out", str(raw), "--json"]))
     rep = json.loads(res.stdout)
     every = set().union(*(_listed(p) for p in fx.PLAN)) | {fx.FEW_FRAMES, fx.UNLISTED}
     assert set(rep["recordings"]) == every - {fx.NO_SENSOR}
@@ -67,13 +56,13 @@ def test_import_then_validate_preprocess_pretrain_evaluate(mmea, tmp_path, monke
     video = raw / clip / meta["streams"]["video"]["file"]
     assert video.samefile(mmea / "video" / "32_watch_TV" / f"{clip}.mp4")
 
-    header, x = _imu(raw / clip / "imu.csv")
+    header, x = read_imu(raw / clip / "imu.csv")
     src = fx.sensor_rows("32_watch_TV", 0, 100)
     assert header == ["t", "acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"] and len(x) == 100
     assert x[1, 0] == pytest.approx(0.04) and x[-1, 0] == pytest.approx(99 / 25)
     assert np.allclose(x[:, 2], -9.80665) and np.allclose(x[:, 1], src[:, 0] / 8192 * 9.80665, atol=1e-5)
     assert np.allclose(x[:, 4], math.radians(10.0)) and np.allclose(x[:, 5], math.radians(-20.0))
-    assert len(_imu(raw / fx.SHORT_ROWS / "imu.csv")[1]) == 99  # rows as they are, one per frame
+    assert len(read_imu(raw / fx.SHORT_ROWS / "imu.csv")[1]) == 99  # rows as they are, one per frame
 
     splits = json.loads((raw / "splits.json").read_text())
     off = splits["protocols"]["official"]
@@ -81,16 +70,16 @@ def test_import_then_validate_preprocess_pretrain_evaluate(mmea, tmp_path, monke
     assert {p: set(v) for p, v in off.items()} == {"train": _listed("train"), "val": _listed("val"),
                                                    "test": _listed("test") - {fx.NO_SENSOR}}
 
-    _ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
+    ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
     shards = tmp_path / "shards"
-    pre = json.loads(_ok(runner.invoke(app, ["preprocess", str(raw), "--out", str(shards), "--json"])).stdout)
+    pre = json.loads(ok(runner.invoke(app, ["preprocess", str(raw), "--out", str(shards), "--json"])).stdout)
     assert pre["ok"] == len(every) - 1 and pre["failed"] == 0 and pre["windows_kept"] >= 2 * pre["ok"]
     monkeypatch.chdir(tmp_path)
-    run = json.loads(_ok(runner.invoke(app, [
+    run = json.loads(ok(runner.invoke(app, [
         "pretrain", "--data", str(shards), "--modality", "imu", "--d", "16", "--epochs", "1", "--batch-size", "8",
         "--threads", "1", "--split", "official", "--json", "--quiet"])).stdout)
     assert run["epochs_run"] == 1
-    ev = json.loads(_ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
+    ev = json.loads(ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
     assert ev["stream"] == "imu" and 0.0 <= ev["macro_f1"] <= 1.0
     assert ev["n_windows"] == 2 * len(off["test"])  # the official test clips, 2 windows each
     assert set(ev["per_class"]) <= {"upstairs", "watch_TV"}
@@ -107,7 +96,7 @@ def test_copy_audio_track_subjects_and_not_the_dataset(mmea, tmp_path):
     (small / "video" / "1_upstairs" / f"{bad}.mp4").write_bytes(b"not a video")
     (small / "sensor" / "1_upstairs" / f"{bad}.csv").write_text("120,-8192,300,164,-328,0\n" * 50)
     raw = tmp_path / "raw"
-    rep = json.loads(_ok(runner.invoke(app, ["import", "uestc-mmea-cl", str(small), "--out", str(raw), "--copy",
+    rep = json.loads(ok(runner.invoke(app, ["import", "uestc-mmea-cl", str(small), "--out", str(raw), "--copy",
                                              "--subjects", "unknown", "--json"])).stdout)
     assert rep["recordings"] == [clip] and rep["protocols"] == [] and not (raw / "splits.json").exists()
     assert [(x["recording"], "unreadable video" in x["problem"]) for x in rep["skipped"]] == [(bad, True)]
@@ -117,7 +106,7 @@ def test_copy_audio_track_subjects_and_not_the_dataset(mmea, tmp_path):
     assert meta["split"] is None and meta["label"] == "upstairs"
     copied = raw / clip / f"{clip}.mp4"
     assert copied.stat().st_nlink == 1 and not copied.samefile(small / "video" / "1_upstairs" / f"{clip}.mp4")
-    _ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
+    ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
 
     res = runner.invoke(app, ["import", "uestc-mmea-cl", str(mmea), "--out", str(tmp_path / "r2"), "--subjects", "s1"])
     assert res.exit_code == 1 and "names no subjects" in res.output + res.stderr
@@ -125,6 +114,6 @@ def test_copy_audio_track_subjects_and_not_the_dataset(mmea, tmp_path):
     res = runner.invoke(app, ["import", "uestc-mmea-cl", str(tmp_path / "other"), "--out", str(tmp_path / "r3")])
     assert res.exit_code == 1 and "no video/ or sensor/ folder" in res.output + res.stderr
     assert "Traceback" not in res.output + res.stderr
-    cards = json.loads(_ok(runner.invoke(app, ["import", "--list", "--json"])).stdout)
+    cards = json.loads(ok(runner.invoke(app, ["import", "--list", "--json"])).stdout)
     card = next(c for c in cards if c["name"] == "uestc-mmea-cl")
     assert card["classes"] == "32 activities" and card["protocols"] == ["official"]

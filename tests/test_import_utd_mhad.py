@@ -4,7 +4,6 @@ pretrain one epoch and evaluate; --subjects, --copy and a folder that is not the
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
@@ -14,14 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from dcat_cli.main import app
+from importfix_common import ok, read_imu
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _ok(res):
-    assert res.exit_code == 0, res.output + (res.stderr or "")
-    return res
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +24,9 @@ def utd(tmp_path_factory):
     return fx.build(tmp_path_factory.mktemp("utd") / "UTD-MHAD")
 
 
-def _imu(path):
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    return rows[0], np.array(rows[1:], dtype=float)
-
-
 def test_import_then_validate_preprocess_pretrain_evaluate(utd, tmp_path, monkeypatch):
     raw = tmp_path / "raw"
-    res = _ok(runner.invoke(app, ["import", "utd-mhad", str(utd), "--out", str(raw), "--json"]))
+    res = ok(runner.invoke(app, ["import", "utd-mhad", str(utd), "--out", str(raw), "--json"]))
     rep = json.loads(res.stdout)
     expected = {f"a{a}_s{s}_t{t}" for a, s, t in fx.TRIALS}
     assert set(rep["recordings"]) == expected and rep["written"] == len(fx.TRIALS)
@@ -63,7 +52,7 @@ def test_import_then_validate_preprocess_pretrain_evaluate(utd, tmp_path, monkey
     assert (raw / "a1_s1_t1" / video["file"]).samefile(utd / "RGB" / "a1_s1_t1_color.avi")  # hard link
     assert (utd / "RGB" / "a1_s1_t1_color.avi").stat().st_nlink == 2
 
-    header, x = _imu(raw / "a1_s1_t1" / "imu.csv")
+    header, x = read_imu(raw / "a1_s1_t1" / "imu.csv")
     src = fx.d_iner(1, 1, 1, int(fx.SECONDS * fx.RATE))
     assert header == ["t", "acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"]
     assert len(x) == len(src) and x[1, 0] == pytest.approx(0.02) and x[-1, 0] == pytest.approx((len(src) - 1) / 50)
@@ -71,11 +60,11 @@ def test_import_then_validate_preprocess_pretrain_evaluate(utd, tmp_path, monkey
     assert np.allclose(x[:, 4], math.pi / 2, atol=1e-6)  # 90 deg/s
     assert np.allclose(x[:, 6], -math.pi) and np.allclose(x[:, 5], np.deg2rad(src[:, 4]), atol=1e-6)
 
-    v73 = _imu(raw / fx.MAT73_TRIAL / "imu.csv")[1]  # the MATLAB v7.3 file reads as the others
+    v73 = read_imu(raw / fx.MAT73_TRIAL / "imu.csv")[1]  # the MATLAB v7.3 file reads as the others
     assert np.allclose(v73[:, 1], fx.d_iner(1, 2, 2, len(v73))[:, 0] * 9.80665, atol=1e-5)
     ms2 = json.loads((raw / fx.MS2_TRIAL / "meta.json").read_text())["streams"]["imu"]
     assert ms2["source_units"]["acc_x"] == "m/s^2"
-    assert np.allclose(_imu(raw / fx.MS2_TRIAL / "imu.csv")[1][:, 3], -9.80665)  # not scaled twice
+    assert np.allclose(read_imu(raw / fx.MS2_TRIAL / "imu.csv")[1][:, 3], -9.80665)  # not scaled twice
     thigh = json.loads((raw / "a22_s4_t2" / "meta.json").read_text())  # the 'Inertial\\...' file name
     assert thigh["label"] == "jogging in place" and thigh["streams"]["imu"]["placement"] == "right_thigh"
 
@@ -86,16 +75,16 @@ def test_import_then_validate_preprocess_pretrain_evaluate(utd, tmp_path, monkey
     assert set(xs["test"]) == {r for r in expected if r.split("_")[1] in ("s2", "s4")}
     assert "cross-subject-val" not in splits["protocols"]  # no subject 7 in the fixture
 
-    _ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
+    ok(runner.invoke(app, ["validate", str(raw), "--deep"]))
     shards = tmp_path / "shards"
-    pre = json.loads(_ok(runner.invoke(app, ["preprocess", str(raw), "--out", str(shards), "--json"])).stdout)
+    pre = json.loads(ok(runner.invoke(app, ["preprocess", str(raw), "--out", str(shards), "--json"])).stdout)
     assert pre["ok"] == len(fx.TRIALS) and pre["failed"] == 0 and pre["windows_kept"] >= len(fx.TRIALS)
     monkeypatch.chdir(tmp_path)
-    run = json.loads(_ok(runner.invoke(app, [
+    run = json.loads(ok(runner.invoke(app, [
         "pretrain", "--data", str(shards), "--modality", "imu", "--d", "16", "--epochs", "1", "--batch-size", "8",
         "--threads", "1", "--split", "official", "--json", "--quiet"])).stdout)
     assert run["epochs_run"] == 1
-    ev = json.loads(_ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
+    ev = json.loads(ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
     assert ev["stream"] == "imu" and 0.0 <= ev["macro_f1"] <= 1.0
     assert ev["subjects"] == ["s2", "s4"] and ev["n_windows"] == 2 * len(xs["test"])  # the even subjects
     assert set(ev["per_class"]) <= {"right arm swipe to the left", "jogging in place"}
@@ -103,7 +92,7 @@ def test_import_then_validate_preprocess_pretrain_evaluate(utd, tmp_path, monkey
 
 def test_subjects_filter_and_copy(utd, tmp_path):
     raw = tmp_path / "raw"
-    rep = json.loads(_ok(runner.invoke(app, ["import", "utd-mhad", str(utd), "--out", str(raw), "--subjects",
+    rep = json.loads(ok(runner.invoke(app, ["import", "utd-mhad", str(utd), "--out", str(raw), "--subjects",
                                              "s2,3", "--copy", "--json"])).stdout)
     assert set(rep["recordings"]) == {f"a{a}_s{s}_t{t}" for a, s, t in fx.TRIALS if s in (2, 3)}
     assert [s["recording"] for s in rep["skipped"]] == ["a22_s3_t3"]  # not those of s1 and s4
@@ -113,7 +102,7 @@ def test_subjects_filter_and_copy(utd, tmp_path):
     xs = json.loads((raw / "splits.json").read_text())["protocols"]["cross-subject"]
     assert {r.split("_")[1] for r in xs["train"]} == {"s3"} and {r.split("_")[1] for r in xs["test"]} == {"s2"}
 
-    rep = json.loads(_ok(runner.invoke(app, ["import", "utd-mhad", str(utd), "--out", str(tmp_path / "even"),
+    rep = json.loads(ok(runner.invoke(app, ["import", "utd-mhad", str(utd), "--out", str(tmp_path / "even"),
                                              "--subjects", "s2,s4", "--json"])).stdout)
     assert rep["protocols"] == [] and not (tmp_path / "even" / "splits.json").exists()
     assert any("no splits.json" in n for n in rep["notes"])
@@ -125,6 +114,6 @@ def test_not_the_dataset_and_listed(tmp_path):
     res = runner.invoke(app, ["import", "utd-mhad", str(tmp_path / "other"), "--out", str(tmp_path / "raw")])
     assert res.exit_code == 1 and "no UTD-MHAD files" in res.output + res.stderr
     assert "Traceback" not in res.output + res.stderr
-    cards = json.loads(_ok(runner.invoke(app, ["import", "--list", "--json"])).stdout)
+    cards = json.loads(ok(runner.invoke(app, ["import", "--list", "--json"])).stdout)
     card = next(c for c in cards if c["name"] == "utd-mhad")
     assert card["classes"] == "27 actions" and "cross-subject" in card["protocols"]

@@ -15,15 +15,11 @@ from typer.testing import CliRunner
 
 import importfix_wear as fx
 from dcat_cli.main import app
+from importfix_common import ok
 from pipelines.ingest.importers.base import G
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _ok(res):
-    assert res.exit_code == 0, res.output + (res.stderr or "")
-    return res
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +27,7 @@ def imported(tmp_path_factory):
     root = tmp_path_factory.mktemp("wear")
     src = fx.build(root)
     out = root / "raw"
-    res = _ok(runner.invoke(app, ["import", "wear", str(src), "--out", str(out), "--json"]))
+    res = ok(runner.invoke(app, ["import", "wear", str(src), "--out", str(out), "--json"]))
     return src, out, json.loads(res.stdout)
 
 
@@ -96,17 +92,17 @@ def test_protocols_from_the_split_files(imported):
 
 def test_validate_preprocess_pretrain_evaluate(imported, tmp_path, monkeypatch):
     _, out, _ = imported
-    _ok(runner.invoke(app, ["validate", str(out), "--deep"]))
+    ok(runner.invoke(app, ["validate", str(out), "--deep"]))
     shards = tmp_path / "shards"
-    info = json.loads(_ok(runner.invoke(app, ["preprocess", str(out), "--out", str(shards), "--video-size", "64",
+    info = json.loads(ok(runner.invoke(app, ["preprocess", str(out), "--out", str(shards), "--video-size", "64",
                                               "--json"])).stdout)
     assert info["ok"] == 3 and info["failed"] == 0 and info["windows_kept"] > 20
     monkeypatch.chdir(tmp_path)
-    run = json.loads(_ok(runner.invoke(app, ["pretrain", "--data", str(shards), "--modality", "imu", "--split",
+    run = json.loads(ok(runner.invoke(app, ["pretrain", "--data", str(shards), "--modality", "imu", "--split",
                                              "official", "--d", "16", "--epochs", "1", "--batch-size", "8",
                                              "--threads", "1", "--json", "--quiet"])).stdout)
     assert run["epochs_run"] == 1 and run["n_windows"]["test"] > 0
-    rep = json.loads(_ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
+    rep = json.loads(ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
     assert rep["subjects"] == ["sbj_0"] and 0.0 <= rep["macro_f1"] <= 1.0
 
 
@@ -125,7 +121,7 @@ def test_json_labels_reproduce_the_released_annotations(imported, tmp_path):
 def test_subjects_filter_and_copy(imported, tmp_path):
     src, _, _ = imported
     out = tmp_path / "raw"
-    rep = json.loads(_ok(runner.invoke(app, ["import", "wear", str(src), "--out", str(out), "--subjects", "0,sbj_2",
+    rep = json.loads(ok(runner.invoke(app, ["import", "wear", str(src), "--out", str(out), "--subjects", "0,sbj_2",
                                              "--copy", "--json"])).stdout)
     assert rep["recordings"] == ["sbj_0", "sbj_2"] and rep["skipped"] == []
     v, orig = out / "sbj_2/video.mp4", src / "raw/videos/sbj_2.mp4"
