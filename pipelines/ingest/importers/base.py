@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,11 +125,12 @@ class RecordingWriter:
         data = np.asarray(data, dtype=np.float64).reshape(len(t), -1)
         if data.shape[1] != len(channels):
             raise ValueError(f"{self.id}: {len(channels)} channel names for {data.shape[1]} columns")
+        buf = io.StringIO()  # the whole table formatted at once (hours of samples), empty cells non-finite
+        np.savetxt(buf, np.c_[t, data], fmt=["%.6f"] + ["%.7g"] * data.shape[1], delimiter=",", newline="\r\n",
+                   header=",".join(["t", *channels]), comments="")
+        text = re.sub(r"(?<=,)(?:-?inf|nan)(?=,|\r)", "", buf.getvalue())
         with atomic_path(self.dir / filename) as tmp, open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["t", *channels])
-            for ti, row in zip(t, data):
-                w.writerow([f"{ti:.6f}", *(("" if not np.isfinite(v) else f"{v:.7g}") for v in row)])
+            f.write(text)
         entry = {"kind": "imu", "file": filename, "units": dict(units), **fields}
         if source_units:
             entry["source_units"] = dict(source_units)
