@@ -34,7 +34,7 @@ def _main(
     """dcat: raw recordings -> synchronized shards -> per-sensor models -> D-CAT transfer -> evaluation."""
 
 
-from dcat_cli import data_cmds, demo_cmds, experiment_cmds, import_cmds, train_cmds  # noqa: E402
+from dcat_cli import data_cmds, demo_cmds, deploy_cmds, experiment_cmds, import_cmds, train_cmds  # noqa: E402
 
 #: every command, in the order `dcat --help` lists them
 COMMANDS = {
@@ -43,6 +43,7 @@ COMMANDS = {
     "pretrain": train_cmds.pretrain_cmd, "transfer": train_cmds.transfer_cmd, "evaluate": train_cmds.evaluate_cmd,
     "predict": train_cmds.predict_cmd, "demo": demo_cmds.demo_cmd, "experiment": experiment_cmds.experiment_cmd,
     "controls": demo_cmds.controls_cmd, "import": import_cmds.import_cmd,
+    "export": deploy_cmds.export_cmd,
 }
 for _name, _cmd in COMMANDS.items():
     app.command(_name)(_cmd)

@@ -180,21 +180,35 @@ def evaluate_cmd(
 
 
 def predict_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder (or a .pt checkpoint).")],
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Shards directory, shard file (.h5), or raw recording folder (meta.json).")],
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (or a .pt checkpoint; with --stream also a `dcat export` model).")],
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Shards directory, shard file (.h5), raw recording folder (meta.json), or `-` (stdin, with --stream).")],
     fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="Checkpoint file in the run folder.")] = "best.pt",
     device: Annotated[str, typer.Option("--device")] = "auto",
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for torch (default 1: the same numbers on any machine and load; 0: one per idle core).")] = 1,
+    stream: Annotated[bool, typer.Option("--stream", help="INPUT `-`: IMU samples as CSV lines `t,<channels>` on stdin; one JSON line per window on stdout as soon as it is complete.")] = False,
 ) -> None:
     """Per-window predictions from the model's stream alone (no source sensor needed).
 
     A raw recording folder is preprocessed on the fly with the settings stored in the checkpoint.
+    With `--stream` and INPUT `-`, an IMU model reads CSV samples from stdin and writes JSON lines.
     """
 
     def body():
         from pipelines.learn.predict import format_rows, predict
+
+        if stream or str(input_path) == "-":
+            from pipelines.core.errors import DcatError
+
+            if not (stream and str(input_path) == "-"):
+                raise DcatError("streaming prediction reads stdin: use INPUT `-` together with --stream")
+            if out:
+                raise DcatError("--stream writes JSON lines to stdout; redirect it instead of --out")
+            from pipelines.deploy.stream import stream_stdio
+
+            stream_stdio(run_dir, checkpoint=checkpoint, device=device, threads=threads)
+            return
 
         res = predict(run_dir, input_path, device=device, checkpoint=checkpoint, threads=threads)
         text = format_rows(res["rows"], fmt)

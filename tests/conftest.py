@@ -48,6 +48,32 @@ def tiny_shards(tiny_raw, tmp_path_factory) -> tuple[Path, dict]:
     return out, res
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tiny_shards, tmp_path_factory):
+    """``tiny_run("imu")``: a 1-epoch pretrain of that stream on ``tiny_shards`` (d 16, 2 heads), made
+    once per session; returns the run folder. Tests must not write into it."""
+    runs: dict[str, Path] = {}
+
+    def make(modality: str) -> Path:
+        if modality not in runs:
+            import torch
+
+            from pipelines.learn.config import TrainConfig
+            from pipelines.learn.pretrain import pretrain
+
+            out = tmp_path_factory.mktemp(f"tiny_run_{modality}") / modality
+            n = torch.get_num_threads()
+            try:
+                pretrain(TrainConfig(data=str(tiny_shards[0]), modality=modality, out=str(out), epochs=1, d=16,
+                                     heads=2, batch_size=16, block_s=2.0))
+            finally:
+                torch.set_num_threads(n)
+            runs[modality] = out
+        return runs[modality]
+
+    return make
+
+
 @pytest.fixture()
 def raw_copy(tiny_raw, tmp_path) -> Path:
     """A private copy of ``tiny_raw`` that a test may damage."""

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: layer of each subpackage of pipelines (ARCHITECTURE.md); a module may import its own subpackage
 #: and lower layers only. ``pipelines`` itself (the version) is importable from anywhere.
-LAYERS = {"core": 0, "shards": 1, "ingest": 2, "synth": 2, "learn": 3, "study": 4}
+LAYERS = {"core": 0, "shards": 1, "ingest": 2, "synth": 2, "learn": 3, "study": 4, "deploy": 4}
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -6,24 +6,13 @@ import json
 import shutil
 
 import pytest
-import torch
 
-from pipelines.learn.config import TrainConfig
 from pipelines.learn.predict import predict
-from pipelines.learn.pretrain import pretrain
 
 
 @pytest.fixture(scope="module")
-def imu_run(tiny_shards, tmp_path_factory):
-    shards, _ = tiny_shards
-    out = tmp_path_factory.mktemp("pred_runs") / "imu"
-    n = torch.get_num_threads()
-    try:
-        pretrain(TrainConfig(data=str(shards), modality="imu", out=str(out), epochs=1, d=16, heads=2,
-                             batch_size=16, block_s=2.0))
-    finally:
-        torch.set_num_threads(n)
-    return out
+def imu_run(tiny_run):
+    return tiny_run("imu")
 
 
 def test_labels_from_the_labels_file_match_the_shards(imu_run, tiny_raw, tiny_shards):

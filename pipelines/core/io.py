@@ -9,6 +9,7 @@ failure.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -80,3 +81,12 @@ def to_json(obj, **kw) -> str:
     """Strict JSON text of ``obj`` (``jsonable`` first, then ``allow_nan=False``): every JSON dcat
     writes parses with a strict parser. ``kw`` go to ``json.dumps`` (``indent``)."""
     return json.dumps(jsonable(obj), allow_nan=False, **kw)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (hex digest)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

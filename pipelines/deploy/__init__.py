@@ -1,0 +1,1 @@
+"""Deploying a trained target alone: export (`dcat export`) and streaming prediction (`dcat predict RUN - --stream`)."""
