@@ -96,6 +96,17 @@ class Sampler:
         setattr(owner, attr, classmethod(wrapped) if is_classmethod else wrapped)
 
 
+def _as_the_cli_runs():
+    """The context ``dcat preprocess`` runs each recording in (one BLAS thread: ``one_blas_thread``)."""
+    try:
+        from pipelines.ingest.preprocess import one_blas_thread
+    except ImportError:  # an older tree
+        from contextlib import nullcontext
+
+        return nullcontext()
+    return one_blas_thread()
+
+
 def child(rec: Path, out: Path, align: str, trace: bool, every_s: float) -> dict:
     """Runs in the fresh process: import, instrument, preprocess ``rec``, report."""
     import decord  # noqa: F401  (what preprocessing imports, loaded before the baseline)
@@ -107,6 +118,7 @@ def child(rec: Path, out: Path, align: str, trace: bool, every_s: float) -> dict
     from pipelines.ingest.config import PreprocessConfig
     from pipelines.ingest.streams import KINDS
 
+    cli = _as_the_cli_runs()  # imported (and the limit set) before the baseline
     base = _rss()
     s = Sampler(every_s, trace)
     s.entry[0] = base
@@ -125,7 +137,8 @@ def child(rec: Path, out: Path, align: str, trace: bool, every_s: float) -> dict
         tracemalloc.start(1)
     s.thread.start()
     t0 = time.perf_counter()
-    info = R.process_recording(rec, out, PreprocessConfig(align=align))
+    with cli:
+        info = R.process_recording(rec, out, PreprocessConfig(align=align))
     seconds = time.perf_counter() - t0
     s.stop.set()
     s.thread.join()

@@ -8,8 +8,11 @@ Prints:
   * decode-only: the same videos decoded by decord at the same size (112x112), frames converted to
     numpy, nothing else;
   * full preprocess with 1 worker (read, check, align, resample, window, features, write shards);
-  * their ratio (target <= 1.2), and 1 vs 2 workers against the machine's two-process capacity,
-    measured beside every repetition (target: the speedup >= 85% of the capacity);
+  * their ratio (target <= 1.2) in wall time, and in CPU seconds (all threads; steadier on a busy
+    machine, but blind to work that overlaps on two cores), and 1 vs 2 workers against the machine's
+    two-process capacity, measured beside every repetition (target: the speedup >= 85% of it);
+  * the decoder's own two-process ceiling: two decode-only processes together vs one after the other;
+  * with --ab-tree DIR: 1 and 2 workers with another source tree's code in the same repetitions;
   * where the 1-worker time goes: the per-step ``timing_s`` of the recordings' info records, summed
     (read, align/gate, write per stream, video tail, lag, hashes) and the run's own overhead;
   * with --memory: peak resident memory of preprocessing one recording of 10 minutes and of
@@ -133,23 +136,101 @@ def full_on_demand(recs: list[Path], out: Path, cfg: PreprocessConfig) -> float:
         video.PREFETCH_BYTES = keep
 
 
-def measure(raw: Path, work: Path, reps: int, cfg: PreprocessConfig, ab: bool = False) -> dict:
+_TREE_RUN = """
+import sys, time, json, resource
+sys.path.insert(0, %r)
+from dataclasses import replace
+from pathlib import Path
+import pipelines
+assert pipelines.__file__.startswith(%r), pipelines.__file__
+import decord, h5py, scipy.signal, soxr  # noqa: the imports warmed before timing, as in warm()
+from pipelines.ingest.features import _mel_basis
+from pipelines.ingest.preprocess import PreprocessConfig, preprocess
+from pipelines.ingest.raw import discover
+cfg = replace(PreprocessConfig(), align=%r)
+_mel_basis(cfg.mel())
+ru = resource.getrusage(resource.RUSAGE_SELF)
+t = time.perf_counter()
+res = preprocess(discover([Path(%r)]), Path(%r), cfg, workers=%d)
+dt = time.perf_counter() - t
+ru2 = resource.getrusage(resource.RUSAGE_SELF)
+assert res["summary"]["failed"] == 0, res["summary"]["errors"]
+print(json.dumps([dt, ru2.ru_utime + ru2.ru_stime - ru.ru_utime - ru.ru_stime]))
+"""
+
+
+def cpu_s() -> float:
+    """CPU seconds (user + system) of this process so far, all its threads."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def full_tree(tree: Path, raw: Path, out: Path, workers: int, cfg: PreprocessConfig) -> tuple[float, float]:
+    """Seconds for ``preprocess`` with the ``pipelines`` package of another source tree (``tree``:
+    a folder holding ``pipelines/``, e.g. ``git archive HEAD pipelines | tar -x -C DIR``), timed
+    inside a fresh process after the same imports as ``warm`` (the import cost is not counted); and
+    that process's CPU seconds over the run (its own threads; 1 worker)."""
+    shutil.rmtree(out, ignore_errors=True)
+    code = _TREE_RUN % (str(tree), str(tree), cfg.align, str(raw), str(out), workers)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tree))
+    if r.returncode:
+        raise RuntimeError(f"--ab-tree {tree}: {r.stderr[-2000:]}")
+    dt, cpu = json.loads(r.stdout.strip().splitlines()[-1])
+    return float(dt), float(cpu)
+
+
+def decode_capacity(recs: list[Path], size: int) -> float:
+    """How much faster two decode-only processes (each decoding every video of ``recs``) finish
+    than one after the other: the ceiling the decoder itself leaves for 2 workers (memory
+    bandwidth and shared caches count here, unlike in ``parallel_capacity``)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    t = time.perf_counter()
+    for _ in range(2):
+        decode_only(recs, size)
+    serial = time.perf_counter() - t
+    t = time.perf_counter()
+    ps = [ctx.Process(target=decode_only, args=(recs, size)) for _ in range(2)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    return serial / (time.perf_counter() - t)
+
+
+def measure(raw: Path, work: Path, reps: int, cfg: PreprocessConfig, ab: bool = False,
+            tree: Path | None = None) -> dict:
     """Decode-only, full preprocess with 1 and with 2 workers, and the machine's two-process
-    capacity, interleaved ``reps`` times on the recordings under ``raw``; medians."""
+    capacity, interleaved ``reps`` times on the recordings under ``raw``; medians. With ``tree``,
+    also 1 and 2 workers with that tree's code (``full_tree``), in the same repetitions."""
     recs = discover([raw])
     for r in recs:  # page cache: both contenders read warm files
         for f in r.iterdir():
             f.read_bytes()
-    dec, full1, full2, caps, steps, ondemand = [], [], [], [], [], []
+    dec, full1, full2, caps, steps, ondemand, dcaps = [], [], [], [], [], [], []
+    base1, base2, cpu_dec, cpu_full1, cpu_base1 = [], [], [], [], []
     n_frames = 0
     for _ in range(reps):
+        c = cpu_s()
         d, n_frames = decode_only(recs, 112)
+        cpu_dec.append(cpu_s() - c)
         dec.append(d)
+        c = cpu_s()
         t1, st = full(recs, work / "shards1", 1, cfg)
+        cpu_full1.append(cpu_s() - c)
         full1.append(t1)
         steps.append(st)
         full2.append(full(recs, work / "shards2", 2, cfg)[0])
         caps.append(parallel_capacity())
+        dcaps.append(decode_capacity(recs, 112))
+        if tree is not None:
+            t1, c1 = full_tree(tree, raw, work / "shards_b1", 1, cfg)
+            base1.append(t1)
+            cpu_base1.append(c1)
+            base2.append(full_tree(tree, raw, work / "shards_b2", 2, cfg)[0])
         if ab:
             ondemand.append(full_on_demand(recs, work / "shards0", cfg))
     med = lambda x: sorted(x)[len(x) // 2]  # noqa: E731
@@ -158,18 +239,33 @@ def measure(raw: Path, work: Path, reps: int, cfg: PreprocessConfig, ab: bool = 
     extra = {} if not ab else {
         "full_on_demand_s": round(med(ondemand), 3), "on_demand_over_decode": round(med(ondemand) / med(dec), 3),
         "prefetch_speedup_per_rep": [round(a / b, 3) for a, b in zip(ondemand, full1)]}
+    if tree is not None:
+        bspeed = [a / b for a, b in zip(base1, base2)]
+        extra |= {"tree": str(tree), "tree_full_1_worker_s": round(med(base1), 3),
+                  "tree_full_over_decode": round(med(base1) / med(dec), 3),
+                  "tree_full_over_decode_per_rep": [round(a / b, 3) for a, b in zip(base1, dec)],
+                  "tree_over_this_1_worker_per_rep": [round(a / b, 3) for a, b in zip(base1, full1)],
+                  "tree_cpu_over_decode_cpu": round(med([a / b for a, b in zip(cpu_base1, cpu_dec)]), 3),
+                  "tree_cpu_over_this_cpu_per_rep": [round(a / b, 3) for a, b in zip(cpu_base1, cpu_full1)],
+                  "tree_full_2_workers_s": round(med(base2), 3), "tree_speedup_2_workers": round(med(bspeed), 3),
+                  "tree_speedup_over_capacity_per_rep": [round(a / b, 3) for a, b in zip(bspeed, caps)],
+                  "tree_speedup_over_capacity": round(med([a / b for a, b in zip(bspeed, caps)]), 3)}
     return extra | {
         "recordings": len(recs), "video_frames": n_frames,
         "decode_only_s": round(med(dec), 3), "decode_fps": round(n_frames / med(dec)),
         "full_1_worker_s": round(med(full1), 3), "full_over_decode": round(med(full1) / med(dec), 3),
         "full_over_decode_per_rep": [round(a / b, 3) for a, b in zip(full1, dec)],
+        "cpu_full_over_decode": round(med([a / b for a, b in zip(cpu_full1, cpu_dec)]), 3),
+        "cpu_full_over_decode_per_rep": [round(a / b, 3) for a, b in zip(cpu_full1, cpu_dec)],
         "full_2_workers_s": round(med(full2), 3), "speedup_2_workers": round(med(speed), 3),
         "machine_parallel_capacity": round(med(caps), 3),
+        "decode_capacity": round(med(dcaps), 3), "decode_capacity_per_rep": [round(x, 3) for x in dcaps],
         "speedup_over_capacity_per_rep": [round(a / b, 3) for a, b in zip(speed, caps)],
         "speedup_over_capacity": round(med([a / b for a, b in zip(speed, caps)]), 3),
         "steps_1_worker_s": {n: round(v, 3) for n, v in steps[k].items()},
         "all_runs": {"decode": [round(x, 3) for x in dec], "full1": [round(x, 3) for x in full1],
-                     "full2": [round(x, 3) for x in full2], "capacity": [round(x, 3) for x in caps]},
+                     "full2": [round(x, 3) for x in full2], "capacity": [round(x, 3) for x in caps]}
+        | ({"tree_full1": [round(x, 3) for x in base1], "tree_full2": [round(x, 3) for x in base2]} if tree else {}),
     }
 
 
@@ -178,12 +274,24 @@ def report(fig: dict, size: int) -> None:
     print(f"  decode-only (decord, 112x112, 1 thread): {fig['decode_only_s']:.2f} s ({fig['decode_fps']} frames/s)")
     print(f"  full preprocess, 1 worker:               {fig['full_1_worker_s']:.2f} s  "
           f"= {fig['full_over_decode']:.2f}x decode-only (target <= 1.2; per rep {fig['full_over_decode_per_rep']})")
+    print(f"  CPU seconds (all threads), full 1 worker / decode-only: {fig['cpu_full_over_decode']:.2f}x (per rep "
+          f"{fig['cpu_full_over_decode_per_rep']}; the work besides decoding, whatever the machine's load)")
     print(f"  full preprocess, 2 workers:              {fig['full_2_workers_s']:.2f} s  "
           f"= {fig['speedup_2_workers']:.2f}x faster than 1")
     print(f"  machine: two CPU-bound processes run {fig['machine_parallel_capacity']:.2f}x faster than one after "
           "the other (the ceiling for any 2-worker speedup here; 2.0 on two free cores)")
     print(f"  2 workers reach {100 * fig['speedup_over_capacity']:.0f}% of that capacity (target >= 85%; per rep "
           f"{fig['speedup_over_capacity_per_rep']})")
+    print(f"  two decode-only processes run {fig['decode_capacity']:.2f}x faster than one after the other "
+          f"(the decoder's own 2-process ceiling; per rep {fig['decode_capacity_per_rep']})")
+    if "tree" in fig:
+        print(f"  --ab-tree {fig['tree']}: 1 worker {fig['tree_full_1_worker_s']:.2f} s = "
+              f"{fig['tree_full_over_decode']:.2f}x decode-only (per rep {fig['tree_full_over_decode_per_rep']}), CPU "
+              f"{fig['tree_cpu_over_decode_cpu']:.2f}x decode-only's (its CPU / this tree's per rep "
+              f"{fig['tree_cpu_over_this_cpu_per_rep']}); "
+              f"its time / this tree's, per rep {fig['tree_over_this_1_worker_per_rep']}; 2 workers "
+              f"{fig['tree_speedup_2_workers']:.2f}x faster than 1 = {100 * fig['tree_speedup_over_capacity']:.0f}% "
+              f"of capacity (per rep {fig['tree_speedup_over_capacity_per_rep']})")
     if "full_on_demand_s" in fig:
         print(f"  1 worker, the other video path (prefetch thread on/off): {fig['full_on_demand_s']:.2f} s = "
               f"{fig['on_demand_over_decode']:.2f}x decode-only; default path's speedup per rep "
@@ -205,6 +313,9 @@ def main() -> None:
     ap.add_argument("--long-minutes", type=float, default=60.0)
     ap.add_argument("--ab", action="store_true",
                     help="also time 1 worker with the other video path (prefetching thread on if off by default, and back)")
+    ap.add_argument("--ab-tree", type=Path, default=None,
+                    help="also time 1 and 2 workers with the pipelines/ of another source tree, interleaved in the "
+                         "same repetitions (before/after: git archive HEAD pipelines | tar -x -C DIR)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="dcat-bench-"))
@@ -220,7 +331,7 @@ def main() -> None:
             synthesize(raw, SynthConfig(subjects=a.recordings, recordings=1, seconds=secs, seed=11,
                                         video_size=size, declared_fraction=1.0))
             print(f"generated {a.recordings} x {secs:.0f} s in {time.perf_counter() - t:.1f} s -> {raw}", file=sys.stderr)
-        fig["sizes"][str(size)] = measure(raw, work, a.reps, cfg, a.ab)
+        fig["sizes"][str(size)] = measure(raw, work, a.reps, cfg, a.ab, a.ab_tree)
     a.video_size = a.video_size[0]  # --memory: recordings of the first size
     if a.memory:
         mem = {}

@@ -45,12 +45,13 @@ def _drift_info(d: dict | None, frame_s: float) -> dict:
             "drift_segments": f"{d['segments_used']}/{d['segments']}", "drift_exceeds_frame": bool(moves > frame_s)}
 
 
-def _estimate(s: Stream, ref_series, prepared, cfg: PreprocessConfig, tol_s: float, frame_s: float,
+def _estimate(s: Stream, ref_series, cfg: PreprocessConfig, tol_s: float, frame_s: float,
               want_drift: bool) -> tuple[dict, dict | None]:
-    est = estimate_lag(ref_series, prepared[s.name], cfg.max_lag_s, tol_s=tol_s)
+    other = prepare(s.envelopes, s.offset_s)  # each stream is estimated once: conditioned only meanwhile
+    est = estimate_lag(ref_series, other, cfg.max_lag_s, tol_s=tol_s)
     drift = None
     if want_drift and est["reliable"]:
-        drift = estimate_drift(ref_series, prepared[s.name], est["lag_s"], tol_s=tol_s)
+        drift = estimate_drift(ref_series, other, est["lag_s"], tol_s=tol_s)
     s.info.update(_lag_info(est), **_drift_info(drift, frame_s))
     return est, drift
 
@@ -87,8 +88,7 @@ def estimate_lags(series: list[Stream], ref: Stream, cfg: PreprocessConfig, appl
     ``drift_*``, ``lag_role``, ``clock``, ``in_sync_ok``), apply reliable ones if ``apply``."""
     frame_s = 1.0 / cfg.fps
     tol_s = max(AGREE_TOL_S, frame_s)
-    prepared = {s.name: prepare(s.envelopes, s.offset_s) for s in series}
-    ref_series = prepared[ref.name]
+    ref_series = prepare(ref.envelopes, ref.offset_s)
     for s in series:
         s.info.update(clock=s.clock, lag_applied_s=0.0, drift_applied_ppm=None)
     ref.info.update(lag_s=0.0, lag_status="reference", lag_reliable=True, lag_role="reference", in_sync_ok=True)
@@ -97,7 +97,7 @@ def estimate_lags(series: list[Stream], ref: Stream, cfg: PreprocessConfig, appl
         if s is ref:
             continue
         if s.clock == ref.clock:  # consistency check only
-            est, _ = _estimate(s, ref_series, prepared, cfg, tol_s, frame_s, False)
+            est, _ = _estimate(s, ref_series, cfg, tol_s, frame_s, False)
             s.info.update(lag_role="same clock", in_sync_ok=True)
             if est["reliable"] and abs(est["lag_s"]) > cfg.lag_tol_s:
                 warnings.append(f"{s.label} shares the clock of {ref.label}, yet its events lag by "
@@ -105,7 +105,7 @@ def estimate_lags(series: list[Stream], ref: Stream, cfg: PreprocessConfig, appl
             continue
         groups.setdefault(s.clock, []).append(s)
     for group in groups.values():
-        results = [(g,) + _estimate(g, ref_series, prepared, cfg, tol_s, frame_s, True) for g in group]
+        results = [(g,) + _estimate(g, ref_series, cfg, tol_s, frame_s, True) for g in group]
         ok = [r for r in results if r[1]["reliable"]]
         lead = min(ok, key=lambda r: (r[1]["p"], -r[1]["z"])) if ok else None
         for g, est, _ in results:

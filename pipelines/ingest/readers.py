@@ -236,8 +236,14 @@ class VideoSource:
             k = int(np.flatnonzero(np.diff(self.t) <= 0)[0])
             raise RecordingError(rec, spec.file, f"frame timestamps not increasing at frame {k + 1}")
 
+    def close(self) -> None:
+        """Free the decoder (its buffers and the file's index); ``get`` cannot be called after."""
+        self.vr = None
+
     def get(self, idx: np.ndarray) -> np.ndarray:
         """Decode frames ``idx`` (sorted, ascending) -> uint8 [len(idx), H, W, 3]."""
+        if self.vr is None:
+            raise RuntimeError(f"VideoSource.get after close ({self.file})")
         try:
             frames = self.vr.get_batch(list(map(int, idx))).asnumpy()
             return resize_frames(frames, self.size) if self.resize_here else frames

@@ -36,6 +36,7 @@ from pipelines.core.errors import RecordingError
 from pipelines.core.io import atomic_path, to_json
 from pipelines.ingest.align import estimate_lags, lag_summary
 from pipelines.ingest.config import PreprocessConfig
+from pipelines.ingest.heap import release_memory
 from pipelines.ingest.raw import (Recording, StreamSpec, check_segments_inside, load_recording, read_segments,
                                   recording_id)
 from pipelines.ingest.streams import KINDS, Stream
@@ -99,7 +100,9 @@ def align_streams(series: list[Stream], cfg: PreprocessConfig, scratch_dir: Path
     if cfg.align == "estimate":
         for s in series:
             s.complete_envelope(scratch_dir)
+        release_memory()
         estimate_lags(series, ref, cfg, True, warnings)
+        release_memory()
     return ref
 
 
@@ -194,11 +197,14 @@ def write_shard(path: Path, rec: Recording, cfg: PreprocessConfig, series: list[
             gs = sg.create_group(s.name)
             set_encoding(gs, STREAM_TYPE)
             s.write(gs, rec, cfg, plan.first[s.name][plan.keep], plan.per_window[s.name])
+            release_memory()  # a stream's decoding and writing buffers, before the next stream's
             laps(f"write_{s.name}_s")
         # the lag is reported for every recording; in meta mode the video envelope is complete only now
         if cfg.align != "estimate":
             for s in series:
                 s.finish_envelope()
+                s.release()
+            release_memory()
             laps("write_video_tail_s")
             estimate_lags(series, ref, cfg, False, warnings)
             laps("lag_s")

@@ -7,7 +7,8 @@ registered in ``pipelines.ingest.streams.KINDS``. The per-recording pipeline
 1. ``read``: open the file, put the stream on a uniform grid, collect its activity envelope and its
    info record (rate check, gap statistics, how it is resampled);
 2. ``complete_envelope``: only when the lag must be known before windowing (``--align estimate``);
-   ``finish_envelope`` otherwise, after writing (the envelope covers every sample, kept or not);
+   ``finish_envelope`` otherwise, after writing (the envelope covers every sample, kept or not),
+   then ``release`` (a decoder closed before the lag estimate);
    ``apply_drift``: with ``--align estimate``, a clock drift is corrected (IMU: timestamps scaled;
    video, audio: window starts mapped by ``window_index``);
 3. ``cover_rec_s``: the span it covers on the recording clock (coverage check, window span);
@@ -76,6 +77,10 @@ class Stream:
     def finish_envelope(self) -> None:
         """After writing (``--align meta``): complete the envelope over the samples no kept window
         holds, so the lag estimate does not depend on windowing."""
+
+    def release(self) -> None:
+        """Written and its envelope complete: drop what only reading and writing needed (a decoder),
+        so the lag estimate after writing does not run on top of it."""
 
     def apply_drift(self, drift: float, t_ref_rec_s: float) -> bool:
         """Correct a clock running ``1 + drift`` times too fast around recording time ``t_ref_rec_s``

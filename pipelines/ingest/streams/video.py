@@ -1,7 +1,9 @@
 """Video streams: put on the ``--fps`` grid by frame timestamps, decoded forward on demand.
 
 Reading opens the file and reads its timestamps only; frames are decoded once, while they are
-written to the shard (or into a scratch file first when the lag must be known before windowing).
+written to the shard; or, when the lag must be known before windowing (``--align estimate``), by a
+thread started at reading (``_Ahead``: decoding overlaps the reading of the other streams) into
+memory when the frames fit HOLD_BYTES, else into a scratch file.
 The activity envelope (``motion``: frame-difference energy) is collected on the way, for every grid
 frame: frames no kept window holds are decoded for it too (between and after the kept runs), so
 the lag estimate does not depend on windowing. Since every grid frame is decoded, in order, a
@@ -35,6 +37,14 @@ VIDEO_CHUNK = 256  # frames decoded per decoder call (about 10 MB at 112x112)
 # decoded on demand. Off by default: on 2 cores it measured 0.91-1.07x (no gain) once started lazily
 # (benchmarks/preprocess.py --ab), +43 MB peak for a 1-hour recording; 48 << 20 turns it on
 PREFETCH_BYTES = 0
+# --align estimate decodes the whole video before windowing, in a thread started when the video is opened
+# (``_Ahead``): a video whose grid frames take at most HOLD_BYTES is held in memory (the decoded chunks
+# themselves, no copy; 150 s at 112x112 is 169 MB), a longer one goes to a scratch file
+HOLD_BYTES = 256 << 20
+# the same for --align meta (held when it fits, else decoded on demand while written). Off: on 2 busy
+# cores it measured 0.90-1.15x (no gain; benchmarks/preprocess.py --align meta --ab-tree), for +169 MB
+# per 150 s recording
+HOLD_META = False
 
 
 class _Prefetch:
@@ -93,6 +103,46 @@ class _Prefetch:
 
     def close(self) -> None:
         self.stop.set()
+
+
+class _Ahead:
+    """Every grid frame decoded in a background thread, in order, VIDEO_CHUNK at a time, started when
+    the video is opened (``VideoStream.start_ahead``), so decoding overlaps the reading of the other streams
+    (decord releases the GIL while it decodes; the frames and their envelope are those of decoding in
+    the main thread). The frames are kept in ``held`` (one array per chunk) when they fit HOLD_BYTES,
+    else written to the ``scratch`` file. ``wait()`` returns when done, or raises the decoder's error;
+    ``stop`` ends the thread after its chunk (set when the stream is dropped: a recording that failed)."""
+
+    def __init__(self, frames: "VideoFrames", n: int, scratch: Path | None):
+        self.frames, self.n, self.scratch, self.chunk = frames, n, scratch, VIDEO_CHUNK
+        self.held: list[np.ndarray] | None = [] if scratch is None else None
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="dcat-video-ahead", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            f = open(self.scratch, "wb") if self.scratch is not None else None
+            try:
+                for a in range(0, self.n, self.chunk):
+                    if self.stop.is_set():
+                        return
+                    fr = self.frames.span(a, min(self.n, a + self.chunk))
+                    if f is None:
+                        self.held.append(fr)
+                    else:
+                        fr.tofile(f)
+            finally:
+                if f is not None:
+                    f.close()
+        except BaseException as e:  # noqa: BLE001 - raised in the reader by wait()
+            self.error = e
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 @dataclass
@@ -185,6 +235,9 @@ class VideoStream(Stream):
 
     valid: np.ndarray | None = None  # bool [n]: False in gaps
     frames: VideoFrames | None = None  # decoded on demand
+    held: list[np.ndarray] | None = None  # a short video: every grid frame, in chunks
+    held_chunk: int = 0  # grid frames per held chunk
+    ahead: _Ahead | None = None  # the whole video being decoded in a thread
 
     @classmethod
     def read(cls, spec: StreamSpec, rec: Recording, cfg: PreprocessConfig, scratch_dir: Path) -> VideoStream:
@@ -210,9 +263,21 @@ class VideoStream(Stream):
         # a frame difference measures motion between two grid frames: centre it half a period earlier
         env = Envelope(float(ft[0]) - 0.5 / cfg.fps, cfg.fps, frames.env, "motion")
         info["envelopes"] = ["motion"]
-        return cls(name=spec.name, file=spec.file, rate_hz=cfg.fps, t0_s=float(ft[0]), n=k,
-                   offset_s=spec.clock_offset_s, envelopes=[env], info=info,
-                   frame_shape=(h, w, 3), dtype="uint8", valid=valid, frames=frames, clock=spec.clock)
+        out = cls(name=spec.name, file=spec.file, rate_hz=cfg.fps, t0_s=float(ft[0]), n=k,
+                  offset_s=spec.clock_offset_s, envelopes=[env], info=info,
+                  frame_shape=(h, w, 3), dtype="uint8", valid=valid, frames=frames, clock=spec.clock)
+        # decoded now, while the other streams are read: with --align estimate (the whole video is decoded
+        # before windowing); with --align meta only when HOLD_META and the frames fit in memory
+        if cfg.align == "estimate" or (HOLD_META and out.n * int(np.prod(out.frame_shape)) <= HOLD_BYTES):
+            out.start_ahead(scratch_dir)
+        return out
+
+    def start_ahead(self, scratch_dir: Path) -> None:
+        """Start decoding the whole video in a thread (``_Ahead``): into memory when it fits
+        HOLD_BYTES, else into ``scratch_dir/<name>.u8``; stopped when this stream is dropped."""
+        fits = self.n * int(np.prod(self.frame_shape)) <= HOLD_BYTES
+        self.ahead = _Ahead(self.frames, self.n, None if fits else scratch_dir / f"{self.name}.u8")
+        weakref.finalize(self, self.ahead.stop.set)
 
     @classmethod
     def probe_end_s(cls, spec: StreamSpec, rec_id: str) -> float | None:
@@ -220,18 +285,30 @@ class VideoStream(Stream):
         return float(v.t[-1]) + spec.clock_offset_s
 
     def complete_envelope(self, scratch_dir: Path) -> None:
-        """Decode the whole video once into a scratch file (the lag must be known before windowing)."""
-        self.scratch = scratch_dir / f"{self.name}.u8"
-        with open(self.scratch, "wb") as f:
-            for a in range(0, self.n, VIDEO_CHUNK):
-                self.frames.span(a, min(self.n, a + VIDEO_CHUNK)).tofile(f)
+        """Decode the whole video once, into memory or a scratch file (the lag must be known before
+        windowing): wait for the thread ``read`` started (``start_ahead``)."""
+        if self.ahead is None and self.held is None and self.scratch is None:
+            self.start_ahead(scratch_dir)
+        self._settle()
         self._retime()
+
+    def _settle(self) -> None:
+        """Wait for the decoding thread, if one runs (its error raised here), and take its frames."""
+        if self.ahead is not None:
+            ahead, self.ahead = self.ahead, None
+            ahead.wait()
+            self.held, self.held_chunk, self.scratch = ahead.held, ahead.chunk, ahead.scratch
 
     def finish_envelope(self) -> None:
         """Decode the grid frames after the last kept window, for the envelope only."""
-        if self.scratch is None:
+        self._settle()
+        if self.scratch is None and self.held is None:
             self.frames.scan(self.n)
         self._retime()
+
+    def release(self) -> None:
+        """Close the decoder (every grid frame was decoded; the envelope keeps its timestamps)."""
+        self.frames.src.close()
 
     def _retime(self) -> None:
         """Put each frame difference at the midpoint of its two source frames' timestamps (a grid
@@ -253,7 +330,15 @@ class VideoStream(Stream):
         return [(~self.valid, "gap")]
 
     def samples(self, i0: int, i1: int) -> np.ndarray:
-        """Frames [i0, i1): decoded now, or from the scratch file when decoded already."""
+        """Frames [i0, i1): decoded now, or held or in the scratch file when decoded already."""
+        self._settle()
+        if self.held is not None:
+            c = self.held_chunk
+            parts = [self.held[k][max(i0, k * c) - k * c:min(i1, k * c + c) - k * c]
+                     for k in range(i0 // c, (i1 - 1) // c + 1)] if i1 > i0 else []
+            if len(parts) == 1:
+                return parts[0]  # a view: no copy
+            return np.concatenate(parts) if parts else np.zeros((0,) + tuple(self.frame_shape), np.uint8)
         if self.scratch is None:
             return self.frames.span(i0, i1)
         if i1 <= i0:
@@ -268,12 +353,16 @@ class VideoStream(Stream):
                    window_start: np.ndarray, i0: np.ndarray, t_win: int) -> None:
         """``frames`` uint8 [total, H, W, 3], decoded forward VIDEO_CHUNK frames at a time."""
         h_, w_ = cfg.video_size
+        self._settle()
         ds = gs.create_dataset("frames", shape=(run_samples(runs),) + (h_, w_, 3), dtype=np.uint8)
         gs.create_dataset("window_start", data=window_start)
         gs.attrs.update(rate_hz=cfg.fps, samples_per_window=t_win, unit="uint8 RGB", height=h_, width=w_)
         pos = 0
         for r0, r1 in runs:
-            for c0 in range(r0, r1, VIDEO_CHUNK):
-                c1 = min(r1, c0 + VIDEO_CHUNK)
+            c0 = r0
+            while c0 < r1:  # held frames: pieces end where the held chunks end, so each is a view
+                step = VIDEO_CHUNK if self.held is None else (c0 // self.held_chunk + 1) * self.held_chunk - c0
+                c1 = min(r1, c0 + step)
                 ds[pos:pos + c1 - c0] = self.samples(c0, c1)
                 pos += c1 - c0
+                c0 = c1

@@ -96,14 +96,39 @@ def channel_roles(channels: list[str], units: dict[str, str] | None = None,
     return out
 
 
+def _grid(t: np.ndarray) -> np.ndarray:
+    """The ENV_RATE_HZ grid from t[0] through t[-1]."""
+    return t[0] + np.arange(int(np.floor((t[-1] - t[0]) * ENV_RATE_HZ)) + 1) / ENV_RATE_HZ
+
+
+def _column(t: np.ndarray, x: np.ndarray, c: int, grid: np.ndarray) -> np.ndarray:
+    """Channel ``c`` of ``x`` at times ``t`` on ``grid`` (linear; NaN samples skipped)."""
+    col = x[:, c].astype(np.float64)
+    ok = np.isfinite(col)
+    return np.interp(grid, t[ok], col[ok]) if ok.sum() >= 2 else np.zeros(len(grid))
+
+
+def _add_sq(acc: np.ndarray | None, v: np.ndarray) -> np.ndarray:
+    """``acc + v ** 2`` (in place), or ``v ** 2`` to start."""
+    if acc is None:
+        return v ** 2
+    acc += v ** 2
+    return acc
+
+
+def _sum_sq(cols) -> np.ndarray:
+    out = None
+    for v in cols:
+        out = _add_sq(out, v)
+    return out
+
+
 def _uniform(t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``x`` (n, C) at times ``t`` on the ENV_RATE_HZ grid from t[0]; NaN rows held from the last good row."""
-    grid = t[0] + np.arange(int(np.floor((t[-1] - t[0]) * ENV_RATE_HZ)) + 1) / ENV_RATE_HZ
+    grid = _grid(t)
     out = np.empty((len(grid), x.shape[1]))
     for c in range(x.shape[1]):
-        col = x[:, c].astype(np.float64)
-        ok = np.isfinite(col)
-        out[:, c] = np.interp(grid, t[ok], col[ok]) if ok.sum() >= 2 else 0.0
+        out[:, c] = _column(t, x, c, grid)
     return grid, out
 
 
@@ -121,24 +146,29 @@ def imu_envelopes(t: np.ndarray, x: np.ndarray, channels: list[str], units: dict
                   roles: dict[str, str] | None = None) -> tuple[list[Envelope], str | None]:
     """The envelopes of an IMU table and a warning when its layout was not recognised (else None)."""
     role = channel_roles(channels, units, roles)
-    grid, u = _uniform(t, x)
+    grid = _grid(t)
     bad = _gaps(t, grid)
     envs: list[Envelope] = []
     acc = [i for i, c in enumerate(channels) if role[c] == "acc"]
     gyr = [i for i, c in enumerate(channels) if role[c] == "gyr"]
     rate = ENV_RATE_HZ
+    # channel by channel (memory: a few grid-long columns, not the whole table on the grid): the same
+    # sums of squares, in the same order, as over the table's columns
     if gyr:
-        envs.append(Envelope(float(grid[0]), rate, np.sqrt((u[:, gyr] ** 2).sum(1)), "gyr"))
+        envs.append(Envelope(float(grid[0]), rate, np.sqrt(_sum_sq(_column(t, x, j, grid) for j in gyr)), "gyr"))
     if acc:
-        a = u[:, acc]
-        hp = a - np.stack([moving_average(a[:, j], int(0.5 * rate)) for j in range(a.shape[1])], 1)
-        envs.append(Envelope(float(grid[0]), rate, np.sqrt((hp ** 2).sum(1)), "acc"))
-        lp = np.stack([moving_average(a[:, j], int(0.1 * rate)) for j in range(a.shape[1])], 1)
-        envs.append(Envelope(float(grid[0]), rate, np.sqrt((np.gradient(lp, axis=0) ** 2).sum(1)) * rate, "jerk"))
+        hp_sq, jerk_sq = None, None
+        for j in acc:
+            a = _column(t, x, j, grid)
+            hp_sq = _add_sq(hp_sq, a - moving_average(a, int(0.5 * rate)))
+            jerk_sq = _add_sq(jerk_sq, np.gradient(moving_average(a, int(0.1 * rate))))
+            del a
+        envs.append(Envelope(float(grid[0]), rate, np.sqrt(hp_sq), "acc"))
+        envs.append(Envelope(float(grid[0]), rate, np.sqrt(jerk_sq) * rate, "jerk"))
     warning = None
     if not envs:
         cols = [i for i, c in enumerate(channels) if role[c] != "mag"] or list(range(len(channels)))
-        z = u[:, cols]
+        z = _uniform(t, x)[1][:, cols]
         hp = z - np.stack([moving_average(z[:, j], int(0.5 * rate)) for j in range(z.shape[1])], 1)
         hp = hp / np.maximum(hp.std(0), 1e-12)
         d = np.gradient(z, axis=0)

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.ingest.sync.envelopes import COARSE_S, ENV_RATE_HZ, FINE_S, KIND_OF, Envelope, condition
-from pipelines.ingest.sync.null import (correlate_spectra, fft_size, n_surrogates, peak_p, random_phases, row_spectra,
-                                        surrogates)
+from pipelines.ingest.sync.null import (correlate_spectra, fft_size, n_surrogates, peak_p, phase_blocks, row_spectra,
+                                        series_spectrum, surrogates)
 
 MIN_OVERLAP_S = 3.0
 P_RELIABLE = 1e-3  # the chance of so high a peak on this pair (surrogates) may be at most this
@@ -120,15 +120,21 @@ def _standardise(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 def _autocorr(x: np.ndarray, ok: np.ndarray, n_lags: int) -> np.ndarray:
-    """rho(k), k = -n_lags..n_lags, of a standardised series with gaps (zeros where unknown)."""
-    from scipy.signal import correlate
+    """rho(k), k = -n_lags..n_lags, of a standardised series with gaps (zeros where unknown): the
+    circular autocorrelation of ``x`` zero-padded past ``len(x) + n_lags`` (so no lag wraps), one
+    real FFT of about the series' length (not of twice its length, as the full correlation needs)."""
+    from scipy.fft import irfft, next_fast_len, rfft
 
-    c = correlate(x, x, mode="full", method="fft")
-    mid = len(x) - 1
+    size = next_fast_len(len(x) + n_lags, real=True)
+    f = rfft(x, size)
+    np.multiply(f, f.conj(), out=f)
+    c = irfft(f, size, overwrite_x=True)
+    del f
     n = max(int(ok.sum()), 1)
-    lo, hi = max(0, mid - n_lags), min(len(c), mid + n_lags + 1)
+    m = min(n_lags, len(x) - 1)
     r = np.zeros(2 * n_lags + 1)
-    r[lo - (mid - n_lags):hi - (mid - n_lags)] = c[lo:hi] / n
+    r[n_lags:n_lags + m + 1] = c[:m + 1] / n
+    r[n_lags - m:n_lags] = r[n_lags + m:n_lags:-1]
     return r
 
 
@@ -155,31 +161,46 @@ class _Pair:
     cnt: np.ndarray  # known samples overlapping per lag
 
 
-#: surrogate rows transformed at a time: their spectra are the largest arrays of a lag estimate
-#: (a 1-hour recording: 360,000 samples a row), so they are made a few rows at a time
+#: surrogates transformed at a time: their spectra are the largest arrays of a lag estimate (a 1-hour
+#: recording: 360,000 samples a row), so they are made (phases drawn included) a few rows at a time, at
+#: most SURROGATE_CHUNK rows and SURROGATE_SAMPLES samples (at least one row; the result does not depend on it)
 SURROGATE_CHUNK = 8
+SURROGATE_SAMPLES = 1 << 19
+
+
+def _rows(xa: np.ndarray, ma: np.ndarray, count: int, size: int):
+    """The reference series itself (one row), then its ``count`` surrogates, a few rows at a time
+    (``SURROGATE_CHUNK``, ``SURROGATE_SAMPLES``; their phases drawn as needed: ``phase_blocks``)."""
+    yield xa[None]
+    amp = np.abs(np.fft.rfft(xa))
+    rows = max(1, min(SURROGATE_CHUNK, SURROGATE_SAMPLES // size))
+    for _lo, phases in phase_blocks(len(xa), count, rows):
+        yield surrogates(xa, ma, phases, amp, overwrite=True)
+        del phases
 
 
 def _pair_curves(ref: list[Series], other: list[Series], a0: float, n: int, big_k: int, kc: int) -> list[_Pair]:
     """Every comparable pair's z-curves over the lags searched: the observed one, then one per
     surrogate of the reference (``pipelines.ingest.sync.null``), with correlation and overlap.
     Pairs come ordered by the other series, then the reference. Memory: one reference series'
-    spectra at a time, ``SURROGATE_CHUNK`` rows at a time (the result does not depend on it)."""
-    from scipy.signal import correlate
-
+    spectra at a time, a few rows at a time (``SURROGATE_SAMPLES``), only the lags searched kept of each
+    transform (the result does not depend on the chunk)."""
     rate = ENV_RATE_HZ
     n_lags = 2 * big_k + 1
-    grid_a = a0 + np.arange(n) / rate
     grid_b = a0 + (np.arange(n + 2 * big_k) - big_k + kc) / rate
     n_null = int(_NULL_LAGS_S * rate)
     size = fft_size(n, n_lags, n + 2 * big_k)
-    phases = random_phases(n, n_surrogates(size))
+    count = n_surrogates(size)
     on_b = []
     for sb in other:
         got = _on_grid(sb, grid_b)
         if got is not None:
             xb, mb = got
-            on_b.append((sb, xb, mb, _autocorr(xb[big_k:big_k + n], mb[big_k:big_k + n], n_null)))
+            rb = _autocorr(xb[big_k:big_k + n], mb[big_k:big_k + n], n_null)
+            on_b.append((sb, series_spectrum(xb, size), mb, rb))  # the spectrum, made once for every row
+            del xb, got
+    del grid_b
+    grid_a = a0 + np.arange(n) / rate
     found: dict[tuple[int, int], _Pair] = {}
     for ia, sa in enumerate(ref):
         todo = [(ib, b) for ib, b in enumerate(on_b) if _comparable(sa, b[0])]
@@ -189,14 +210,18 @@ def _pair_curves(ref: list[Series], other: list[Series], a0: float, n: int, big_
         xa, ma = got
         ra = _autocorr(xa, ma, n_null)
         parts: dict[int, list[np.ndarray]] = {ib: [] for ib, _ in todo}
-        for lo in [-1, *range(0, len(phases), SURROGATE_CHUNK)]:  # -1: the observed series itself
-            spec = row_spectra(xa[None] if lo < 0 else surrogates(xa, ma, phases[lo:lo + SURROGATE_CHUNK]), size)
-            for ib, (_, xb, _, _) in todo:
-                parts[ib].append(correlate_spectra(spec, xb, size, n_lags))
+        for block in _rows(xa, ma, count, size):
+            spec = row_spectra(block, size)
+            del block
+            for ib, (_, fb, _, _) in todo:
+                parts[ib].append(correlate_spectra(spec, fb, size, n_lags))
+            del spec
         na_n = float(ma.sum())
+        fma = row_spectra(ma[None].astype(float), size)
         for ib, (sb, _, mb, rb) in todo:
-            corr = np.vstack(parts[ib]) / na_n
-            cnt = np.rint(correlate(mb.astype(float), ma.astype(float), mode="valid", method="fft"))
+            corr = np.vstack(parts.pop(ib)) / na_n
+            # known samples overlapping per lag: integers, so exact whichever FFT computes them
+            cnt = np.rint(correlate_spectra(fma, mb.astype(float), size, n_lags)[0])
             sd = np.sqrt(max(float(np.dot(ra, rb)) / na_n, 1.0 / na_n))
             found[(ib, ia)] = _Pair(f"{sa.name.split('@')[0]}~{sb.name}", sa.coarse, corr[0], corr / sd, cnt)
     return [found[k] for k in sorted(found)]
