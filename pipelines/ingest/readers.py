@@ -208,6 +208,9 @@ def _decoder_message(e: Exception) -> str:
     return msg[:200]
 
 
+DROP_PIECE = 256  # frames decoded and dropped per call on the way to the first frame asked for
+
+
 class VideoSource:
     """A decord VideoReader at the output size, with per-frame presentation times (stream clock)."""
 
@@ -217,6 +220,7 @@ class VideoSource:
         self.rec, self.file = rec, spec.file
         h, w = size
         self.size, self.path, self.resize_here = (h, w), str(spec.path), False
+        self.pos = 0  # the frame decord decodes next without seeking or skipping
         try:
             self.vr = decord.VideoReader(str(spec.path), ctx=decord.cpu(0), width=w, height=h, num_threads=1)
         except Exception as e:  # decord raises DECORDError / RuntimeError with ffmpeg's words
@@ -241,11 +245,27 @@ class VideoSource:
         self.vr = None
 
     def get(self, idx: np.ndarray) -> np.ndarray:
-        """Decode frames ``idx`` (sorted, ascending) -> uint8 [len(idx), H, W, 3]."""
+        """Decode frames ``idx`` (sorted, ascending) -> uint8 [len(idx), H, W, 3].
+
+        decord is only ever asked for consecutive frames that continue from where it stands, and the
+        frames in between are dropped here: asked for a frame further on, decord skips to it with a
+        loop that gives up after 10,000 polls of a busy decoder thread and goes on one frame off
+        (decord2's ``SkipFramesImpl``, "Failed to skip frames effectively"), so under CPU load two
+        runs of one recording gave different frames. Frames before the decoder's position (going
+        back) are reached with decord's seek.
+        """
         if self.vr is None:
             raise RuntimeError(f"VideoSource.get after close ({self.file})")
+        idx = np.asarray(idx, dtype=np.int64)
+        if len(idx) == 0:
+            return np.zeros((0, *self.size, 3), np.uint8)
+        start = self.pos if self.pos <= idx[0] else int(idx[0])
         try:
-            frames = self.vr.get_batch(list(map(int, idx))).asnumpy()
+            while idx[0] - start > DROP_PIECE:  # frames before the first one asked for, in pieces
+                self._batch(start, start + DROP_PIECE)
+                start += DROP_PIECE
+            frames = self._batch(start, int(idx[-1]) + 1)
+            frames = frames if len(frames) == len(idx) else frames[idx - start]
             return resize_frames(frames, self.size) if self.resize_here else frames
         except Exception as e:
             if not self.resize_here and "size must exactly match" in str(e):
@@ -254,12 +274,17 @@ class VideoSource:
                 import decord
 
                 self.vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=1)
-                self.resize_here = True
+                self.resize_here, self.pos = True, 0
                 return self.get(idx)
             raise RecordingError(self.rec, self.file,
                                  f"decoding failed near frame {int(idx[0])} of {self.n}: {_decoder_message(e)}",
                                  "the file is corrupt or truncated") from None
 
+    def _batch(self, a: int, b: int) -> np.ndarray:
+        """Frames ``[a, b)`` in one decord call; the decoder then stands at ``b``."""
+        frames = self.vr.get_batch(list(range(a, b))).asnumpy()
+        self.pos = b
+        return frames
 
 def _lerp_axis(x: np.ndarray, n_out: int, axis: int) -> np.ndarray:
     """Linear interpolation of ``x`` to ``n_out`` samples along ``axis``, pixel centres aligned
