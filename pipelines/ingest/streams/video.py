@@ -39,8 +39,10 @@ VIDEO_CHUNK = 256  # frames decoded per decoder call (about 10 MB at 112x112)
 PREFETCH_BYTES = 0
 # --align estimate decodes the whole video before windowing, in a thread started when the video is opened
 # (``_Ahead``): a video whose grid frames take at most HOLD_BYTES is held in memory (the decoded chunks
-# themselves, no copy; 150 s at 112x112 is 169 MB), a longer one goes to a scratch file
-HOLD_BYTES = 256 << 20
+# themselves, no copy; 150 s at 112x112 is 169 MB), a longer one goes to a scratch file. 128 MB (about
+# 110 s at 112x112, 30 fps) keeps a recording of any length under 400 MB of peak memory
+# (benchmarks/memory.py: at 256 MB a 3.5-minute recording peaked at 471 MB, more than a 1-hour one)
+HOLD_BYTES = 128 << 20
 # the same for --align meta (held when it fits, else decoded on demand while written). Off: on 2 busy
 # cores it measured 0.90-1.15x (no gain; benchmarks/preprocess.py --align meta --ab-tree), for +169 MB
 # per 150 s recording
