@@ -5,52 +5,21 @@ Preprocessing (``pipelines.ingest.features.logmel``) frames the waveform without
 power of the real FFT, maps it with librosa's Slaney mel filterbank and returns
 ``log(mel + 1e-6)``. :class:`LogMel` does the same with operators every exporter knows: the
 windowed DFT is one strided ``conv1d`` whose kernels are ``hann * cos`` and ``-hann * sin`` (constants),
-the filterbank a constant matrix. :func:`mel_basis` computes the filterbank in numpy with librosa's
-formulas (``htk=False``, ``norm="slaney"``), so neither export nor the exported model needs
-librosa; ``tests/test_export.py`` checks it against ``librosa.filters.mel``.
+the filterbank a constant matrix. The filterbank is preprocessing's own
+(``pipelines.ingest.features.mel_basis``: librosa's bytes, computed in numpy), so neither export nor
+the exported model needs librosa.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 from torch import nn
 
+from pipelines.ingest.features import mel_basis
+
 #: the constant inside the log of preprocessing's log-mel (``pipelines.ingest.features.LOG_EPS``)
 LOG_EPS = 1e-6
-
-
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale (librosa ``hz_to_mel(htk=False)``): linear below 1 kHz, logarithmic above."""
-    f = np.asarray(f, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-12) / min_log_hz) / logstep, f / f_sp)
-
-
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
-
-
-def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
-    """The Slaney-normalised triangular filterbank [n_mels, n_fft // 2 + 1], float32 (librosa's default)."""
-    fmax = float(sr) / 2 if fmax is None else float(fmax)
-    fft_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sr)
-    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
-    fdiff = np.diff(mel_f)
-    ramps = np.subtract.outer(mel_f, fft_freqs)
-    weights = np.zeros((n_mels, len(fft_freqs)), dtype=np.float64)
-    for i in range(n_mels):
-        lower = -ramps[i] / fdiff[i]
-        upper = ramps[i + 2] / fdiff[i + 1]
-        weights[i] = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_f[2: n_mels + 2] - mel_f[:n_mels]))[:, None]
-    return weights.astype(np.float32)
 
 
 def hann(n: int) -> np.ndarray:

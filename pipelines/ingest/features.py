@@ -24,12 +24,42 @@ class MelSettings:
         return 1 + (n_samples - self.n_fft) // self.hop_length if n_samples >= self.n_fft else 0
 
 
+def _hz_to_mel(f: float) -> float:
+    """Slaney's mel scale (librosa's ``hz_to_mel``, ``htk=False``): linear below 1 kHz, log above."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return min_log_mel + np.log(f / min_log_hz) / logstep if f >= min_log_hz else f / f_sp
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    freqs = f_sp * mels
+    log_t = mels >= min_log_mel
+    freqs[log_t] = min_log_hz * np.exp(logstep * (mels[log_t] - min_log_mel))
+    return freqs
+
+
+def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """The Slaney-normalised triangular mel filterbank [n_mels, n_fft // 2 + 1] float32: librosa's
+    ``filters.mel`` defaults, the same operations in the same order, so the same bytes
+    (``tests/test_features.py``), without importing librosa (which pulls in numba: +63 MB in every
+    preprocessing worker)."""
+    fmax = float(sr) / 2 if fmax is None else float(fmax)
+    weights = np.zeros((n_mels, int(1 + n_fft // 2)), dtype=np.float32)
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(float(fmin)), _hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    for i in range(n_mels):
+        weights[i] = np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
+    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]
+    return weights
+
+
 @lru_cache(maxsize=8)
 def _mel_basis(s: MelSettings) -> np.ndarray:
-    import librosa
-
-    return librosa.filters.mel(sr=s.sample_rate_hz, n_fft=s.n_fft, n_mels=s.n_mels, fmin=s.fmin_hz,
-                               fmax=s.fmax_hz).astype(np.float32)
+    return mel_basis(s.sample_rate_hz, s.n_fft, s.n_mels, s.fmin_hz, s.fmax_hz)
 
 
 @lru_cache(maxsize=8)
