@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -51,6 +52,16 @@ def ok(res):
     """A CliRunner result that must have succeeded (its output in the failure message)."""
     assert res.exit_code == 0, res.output + (res.stderr or "")
     return res
+
+
+def pretrain_and_evaluate(runner, app, shards: Path, modality: str = "imu") -> tuple[dict, dict]:
+    """``dcat pretrain --split official`` for one epoch (a tiny model, one thread) on ``shards``, then
+    ``dcat evaluate`` of the run; returns their JSON (run, report)."""
+    run = json.loads(ok(runner.invoke(app, [
+        "pretrain", "--data", str(shards), "--modality", modality, "--split", "official", "--d", "16", "--epochs", "1",
+        "--batch-size", "8", "--threads", "1", "--json", "--quiet"])).stdout)
+    rep = json.loads(ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
+    return run, rep
 
 
 def read_imu(path: Path) -> tuple[list[str], np.ndarray]:

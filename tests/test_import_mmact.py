@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import importfix_mmact as fx
 from dcat_cli.main import app
-from importfix_common import ok
+from importfix_common import ok, pretrain_and_evaluate
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -120,12 +120,8 @@ def test_validate_preprocess_pretrain_evaluate(imported, tmp_path, monkeypatch):
     assert info["ok"] == len(ALL) and info["failed"] == 0
     assert (shards / "splits.json").is_file()
     monkeypatch.chdir(tmp_path)
-    res = ok(runner.invoke(app, ["pretrain", "--data", str(shards), "--modality", "imu_acc_phone",
-                                  "--split", "official", "--d", "16", "--epochs", "1", "--batch-size", "8",
-                                  "--threads", "1", "--json", "--quiet"]))
-    run = json.loads(res.stdout)
+    run, rep = pretrain_and_evaluate(runner, app, shards, "imu_acc_phone")
     assert run["epochs_run"] == 1 and run["n_windows"]["test"] > 0
-    rep = json.loads(ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
     assert rep["subjects"] == ["subject17"] and 0.0 <= rep["macro_f1"] <= 1.0
 
 

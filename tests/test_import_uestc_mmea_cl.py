@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dcat_cli.main import app
-from importfix_common import ok, read_imu
+from importfix_common import ok, pretrain_and_evaluate, read_imu
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,11 +75,8 @@ def test_import_then_validate_preprocess_pretrain_evaluate(mmea, tmp_path, monke
     pre = json.loads(ok(runner.invoke(app, ["preprocess", str(raw), "--out", str(shards), "--json"])).stdout)
     assert pre["ok"] == len(every) - 1 and pre["failed"] == 0 and pre["windows_kept"] >= 2 * pre["ok"]
     monkeypatch.chdir(tmp_path)
-    run = json.loads(ok(runner.invoke(app, [
-        "pretrain", "--data", str(shards), "--modality", "imu", "--d", "16", "--epochs", "1", "--batch-size", "8",
-        "--threads", "1", "--split", "official", "--json", "--quiet"])).stdout)
+    run, ev = pretrain_and_evaluate(runner, app, shards)
     assert run["epochs_run"] == 1
-    ev = json.loads(ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
     assert ev["stream"] == "imu" and 0.0 <= ev["macro_f1"] <= 1.0
     assert ev["n_windows"] == 2 * len(off["test"])  # the official test clips, 2 windows each
     assert set(ev["per_class"]) <= {"upstairs", "watch_TV"}

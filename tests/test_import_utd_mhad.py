@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dcat_cli.main import app
-from importfix_common import ok, read_imu
+from importfix_common import ok, pretrain_and_evaluate, read_imu
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,11 +80,8 @@ def test_import_then_validate_preprocess_pretrain_evaluate(utd, tmp_path, monkey
     pre = json.loads(ok(runner.invoke(app, ["preprocess", str(raw), "--out", str(shards), "--json"])).stdout)
     assert pre["ok"] == len(fx.TRIALS) and pre["failed"] == 0 and pre["windows_kept"] >= len(fx.TRIALS)
     monkeypatch.chdir(tmp_path)
-    run = json.loads(ok(runner.invoke(app, [
-        "pretrain", "--data", str(shards), "--modality", "imu", "--d", "16", "--epochs", "1", "--batch-size", "8",
-        "--threads", "1", "--split", "official", "--json", "--quiet"])).stdout)
+    run, ev = pretrain_and_evaluate(runner, app, shards)
     assert run["epochs_run"] == 1
-    ev = json.loads(ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
     assert ev["stream"] == "imu" and 0.0 <= ev["macro_f1"] <= 1.0
     assert ev["subjects"] == ["s2", "s4"] and ev["n_windows"] == 2 * len(xs["test"])  # the even subjects
     assert set(ev["per_class"]) <= {"right arm swipe to the left", "jogging in place"}

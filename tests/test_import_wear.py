@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import importfix_wear as fx
 from dcat_cli.main import app
-from importfix_common import ok
+from importfix_common import ok, pretrain_and_evaluate
 from pipelines.ingest.importers.base import G
 
 runner = CliRunner()
@@ -98,11 +98,8 @@ def test_validate_preprocess_pretrain_evaluate(imported, tmp_path, monkeypatch):
                                               "--json"])).stdout)
     assert info["ok"] == 3 and info["failed"] == 0 and info["windows_kept"] > 20
     monkeypatch.chdir(tmp_path)
-    run = json.loads(ok(runner.invoke(app, ["pretrain", "--data", str(shards), "--modality", "imu", "--split",
-                                             "official", "--d", "16", "--epochs", "1", "--batch-size", "8",
-                                             "--threads", "1", "--json", "--quiet"])).stdout)
+    run, rep = pretrain_and_evaluate(runner, app, shards)
     assert run["epochs_run"] == 1 and run["n_windows"]["test"] > 0
-    rep = json.loads(ok(runner.invoke(app, ["evaluate", run["run_dir"], "--json", "--threads", "1"])).stdout)
     assert rep["subjects"] == ["sbj_0"] and 0.0 <= rep["macro_f1"] <= 1.0
 
 
