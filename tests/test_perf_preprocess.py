@@ -66,6 +66,7 @@ def _assert_same_shards(a: Path, b: Path) -> None:
 def test_prefetch_writes_the_same_shard_as_decoding_on_demand(align, tmp_path, monkeypatch):
     cfg = replace(PreprocessConfig(), align=align)
     recs = [SAMPLE / "s01_r01", SAMPLE / "s02_r02"]
+    monkeypatch.setattr(video, "DIRECT_TO_SHARD", False)  # the paths that decode while writing
     monkeypatch.setattr(video, "PREFETCH_BYTES", 0)  # the old path: each span decoded when asked for
     for r in recs:
         process_recording(r, tmp_path / "on_demand", cfg)

@@ -30,11 +30,12 @@ def test_held_and_scratch_file_write_the_same_shard(tmp_path, monkeypatch):
     made: list = []
 
     class Spy(video._Ahead):
-        def __init__(self, frames, n, scratch):
-            super().__init__(frames, n, scratch)
+        def __init__(self, frames, n, scratch, sink=None):
+            super().__init__(frames, n, scratch, sink)
             made.append(scratch)
 
     monkeypatch.setattr(video, "_Ahead", Spy)
+    monkeypatch.setattr(video, "DIRECT_TO_SHARD", False)
     recs = [SAMPLE / "s01_r01", SAMPLE / "s02_r02"]
     monkeypatch.setattr(video, "HOLD_BYTES", 0)  # every video to the scratch file
     for r in recs:
@@ -79,6 +80,7 @@ def test_held_and_on_demand_write_the_same_shard(align, tmp_path, monkeypatch):
     vs the scratch file."""
     cfg = replace(PreprocessConfig(), align=align)
     r = SAMPLE / "s03_r01"
+    monkeypatch.setattr(video, "DIRECT_TO_SHARD", False)
     monkeypatch.setattr(video, "HOLD_META", True)
     process_recording(r, tmp_path / "held", cfg)
     monkeypatch.setattr(video, "HOLD_BYTES", 0)

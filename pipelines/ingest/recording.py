@@ -5,19 +5,22 @@ Per recording, with memory that does not grow with the recording's length:
 A. read: every stream once, by its kind (``pipelines.ingest.streams``): the IMU CSV (whole,
    float32 channels) and the audio (decoded in ~10 s chunks, resampled with soxr to --audio-sr
    into a scratch file beside the output); the video is opened and put on the --fps grid by its
-   timestamps, not decoded yet. Activity envelopes are collected on the way.
+   timestamps, and the reference video is decoded in a thread from then on, straight into the
+   shard. Activity envelopes are collected on the way.
 B. align: clock offsets from meta.json are applied. The lag of every stream behind the reference
    stream (the first video, else audio, else IMU) is estimated from the envelopes on the whole
    overlap (``pipelines.ingest.align``: clock groups, reliability, drift) and reported after the
-   video is decoded; with ``align="estimate"`` it must be known before windowing, so the video is
-   decoded once into a scratch file first and reliable lags are applied (a grid origin moves, IMU
+   video is decoded; with ``align="estimate"`` it must be known before windowing, so the videos are
+   decoded first (the reference into the shard, another into memory or a scratch file) and reliable
+   lags are applied (a grid origin moves, IMU
    timestamps are rescaled for drift). A coverage failure after an applied lag says so and keeps
    the estimate (``RecordingError.sync``).
 C. window: windows inside the span all streams cover pass a quality gate (``windows``: coverage,
    exact length, gaps, NaN, label purity; rejections counted by reason). Each stream's samples that
-   kept windows cover are written once (video decoded forward in chunks straight into the shard,
-   IMU resampled on the window grid, log-mel per run of windows) to a temporary file beside
-   ``<id>.h5``, renamed to it only when complete (``pipelines.core.io.atomic_path``).
+   kept windows cover are written once (IMU resampled on the window grid, log-mel per run of
+   windows, another video decoded forward in chunks) to a temporary file beside ``<id>.h5``, open
+   from the start (``_ShardFile``: the reference video's every grid frame is written into it while
+   decoded, during A) and renamed to ``<id>.h5`` only when complete (``pipelines.core.io.atomic_path``).
 """
 
 from __future__ import annotations
@@ -77,10 +80,13 @@ def _selected_specs(rec: Recording, cfg: PreprocessConfig) -> list[StreamSpec]:
 
 
 def read_streams(rec: Recording, specs: list[StreamSpec], cfg: PreprocessConfig,
-                 scratch_dir: Path) -> tuple[list[Stream], list[str]]:
-    """Read every stream once (video: opened, timestamps read; decoded later, on demand); returns
-    the streams and the warnings so far (declared rates the timestamps contradict)."""
-    series = [KINDS[spec.kind].read(spec, rec, cfg, scratch_dir) for spec in specs]
+                 scratch_dir: Path, shard=None) -> tuple[list[Stream], list[str]]:
+    """Read every stream once (video: opened, timestamps read; decoded later, on demand; the reference
+    video, the first, decoded now in a thread straight into ``shard`` when given: its grid never moves);
+    returns the streams and the warnings so far (declared rates the timestamps contradict)."""
+    first_video = next((s for s in specs if KINDS[s.kind].ref_rank == 0), None)
+    series = [KINDS[spec.kind].read(spec, rec, cfg, scratch_dir, **(
+        {"shard": shard} if shard is not None and spec is first_video else {})) for spec in specs]
     warnings: list[str] = []
     for s in series:
         s.info["clock_offset_s"] = s.offset_s
@@ -175,47 +181,64 @@ def _write_windows(h, plan: WindowPlan, window_s: float) -> None:
     g.create_dataset("label_purity", data=plan.purity[keep])
 
 
-def write_shard(path: Path, rec: Recording, cfg: PreprocessConfig, series: list[Stream], ref: Stream,
-                plan: WindowPlan, span: Span, warnings: list[str], laps: _Laps) -> dict:
-    """Write the shard to ``path``: attributes, windows, every stream, then (``--align meta``) the
-    lags, the sources and the info record. Returns the info record."""
-    import h5py
+class _ShardFile:
+    """The shard's temporary file, open (``h5py.File``, mode ``w``) from the start of the recording, since
+    the reference video's frames are written into it while decoded (``ShardFrames``); on leaving,
+    every such writer is closed before the file is (also when the recording failed)."""
 
+    def __init__(self, path: Path):
+        import h5py
+
+        self.h = h5py.File(path, "w")
+        self.sinks: list = []  # ShardFrames writing into it
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sink in self.sinks:
+            sink.close()
+        self.h.close()
+
+
+def write_shard(h, rec: Recording, cfg: PreprocessConfig, series: list[Stream], ref: Stream,
+                plan: WindowPlan, span: Span, warnings: list[str], laps: _Laps) -> dict:
+    """Write the shard into the open file ``h`` (``_ShardFile``): attributes, windows, every stream, then
+    (``--align meta``) the lags, the sources and the info record. Returns the info record."""
     from pipelines.shards.format import SHARD_TYPE, STREAM_TYPE, set_encoding
 
-    with h5py.File(path, "w") as h:
-        set_encoding(h, SHARD_TYPE)
-        h.attrs.update({
-            "recording_id": rec.id, "subject": rec.subject, "session": rec.session, "n_windows": plan.n_kept,
-            "window_s": cfg.window_s, "stride_s": cfg.stride_s, "tool_version": __version__,
-            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "args_json": to_json(cfg.as_dict()), "meta_json": to_json(rec.meta),
-        })
-        _write_windows(h, plan, cfg.window_s)
-        sg = h.create_group("streams")
+    set_encoding(h, SHARD_TYPE)
+    h.attrs.update({
+        "recording_id": rec.id, "subject": rec.subject, "session": rec.session, "n_windows": plan.n_kept,
+        "window_s": cfg.window_s, "stride_s": cfg.stride_s, "tool_version": __version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "args_json": to_json(cfg.as_dict()), "meta_json": to_json(rec.meta),
+    })
+    _write_windows(h, plan, cfg.window_s)
+    sg = h.require_group("streams")
+    for s in series:
+        gs = sg.require_group(s.name)
+        set_encoding(gs, STREAM_TYPE)
+        s.write(gs, rec, cfg, plan.first[s.name][plan.keep], plan.per_window[s.name])
+        release_memory()  # a stream's decoding and writing buffers, before the next stream's
+        laps(f"write_{s.name}_s")
+    # the lag is reported for every recording; in meta mode the video envelope is complete only now
+    if cfg.align != "estimate":
         for s in series:
-            gs = sg.create_group(s.name)
-            set_encoding(gs, STREAM_TYPE)
-            s.write(gs, rec, cfg, plan.first[s.name][plan.keep], plan.per_window[s.name])
-            release_memory()  # a stream's decoding and writing buffers, before the next stream's
-            laps(f"write_{s.name}_s")
-        # the lag is reported for every recording; in meta mode the video envelope is complete only now
-        if cfg.align != "estimate":
-            for s in series:
-                s.finish_envelope()
-                s.release()
-            release_memory()
-            laps("write_video_tail_s")
-            estimate_lags(series, ref, cfg, False, warnings)
-            laps("lag_s")
-        for s in series:
-            sg[s.name].attrs["lag_applied_s"] = s.info["lag_applied_s"]
-        sources = _sources(rec, series)
-        info = info_record(rec, series, ref, plan, span, warnings)
-        laps("hash_s")
-        info["timing_s"] = laps.rounded()
-        h.attrs["sources_json"] = to_json(sources)
-        h.attrs["checks_json"] = to_json(info)
+            s.finish_envelope()
+            s.release()
+        release_memory()
+        laps("write_video_tail_s")
+        estimate_lags(series, ref, cfg, False, warnings)
+        laps("lag_s")
+    for s in series:
+        sg[s.name].attrs["lag_applied_s"] = s.info["lag_applied_s"]
+    sources = _sources(rec, series)
+    info = info_record(rec, series, ref, plan, span, warnings)
+    laps("hash_s")
+    info["timing_s"] = laps.rounded()
+    h.attrs["sources_json"] = to_json(sources)
+    h.attrs["checks_json"] = to_json(info)
     return info
 
 
@@ -235,19 +258,25 @@ def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> di
     scratch_dir = out_dir / f".scratch-{rec.id}-{os.getpid()}"
     scratch_dir.mkdir(parents=True, exist_ok=True)
     try:
-        laps = _Laps()
-        series, warnings = read_streams(rec, specs, cfg, scratch_dir)
-        laps("read_s")
-        # the lag is always estimated and reported; with --align estimate it is applied before windowing
-        ref = align_streams(series, cfg, scratch_dir, warnings)
-        span = _coverage(rec, series, ref, cfg, warnings)
-        if cfg.streams is None:  # with a subset of streams the recording may extend beyond them
-            check_segments_inside(rec, segs, span.u1)
-        plan = gate_windows(rec, segs, series, span, cfg)
-        laps("align_gate_s")
-        with atomic_path(shard_path(out_dir, rec.id)) as tmp:
-            info = write_shard(tmp, rec, cfg, series, ref, plan, span, warnings, laps)
+        with atomic_path(shard_path(out_dir, rec.id)) as tmp, _ShardFile(tmp) as shard:
+            info = _process(rec, segs, specs, cfg, scratch_dir, shard)
         info["seconds"] = time.perf_counter() - t_start
         return info
     finally:
         shutil.rmtree(scratch_dir, ignore_errors=True)
+
+
+def _process(rec: Recording, segs, specs: list[StreamSpec], cfg: PreprocessConfig, scratch_dir: Path,
+             shard: _ShardFile) -> dict:
+    """Read, align, gate and write one recording into the open ``shard``; returns the info record."""
+    laps = _Laps()
+    series, warnings = read_streams(rec, specs, cfg, scratch_dir, shard)
+    laps("read_s")
+    # the lag is always estimated and reported; with --align estimate it is applied before windowing
+    ref = align_streams(series, cfg, scratch_dir, warnings)
+    span = _coverage(rec, series, ref, cfg, warnings)
+    if cfg.streams is None:  # with a subset of streams the recording may extend beyond them
+        check_segments_inside(rec, segs, span.u1)
+    plan = gate_windows(rec, segs, series, span, cfg)
+    laps("align_gate_s")
+    return write_shard(shard.h, rec, cfg, series, ref, plan, span, warnings, laps)

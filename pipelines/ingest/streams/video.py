@@ -1,9 +1,11 @@
 """Video streams: put on the ``--fps`` grid by frame timestamps, decoded forward on demand.
 
-Reading opens the file and reads its timestamps only; frames are decoded once, while they are
-written to the shard; or, when the lag must be known before windowing (``--align estimate``), by a
-thread started at reading (``_Ahead``: decoding overlaps the reading of the other streams) into
-memory when the frames fit HOLD_BYTES, else into a scratch file.
+Reading opens the file and reads its timestamps. The reference video (the first: no lag moves its
+grid) is then decoded once, by a thread started at reading (``_Ahead``: decoding overlaps the reading
+of the other streams), straight into the shard with every grid frame (``ShardFrames``; its windows
+point at their grid frames). Another video is decoded once, while it is written to the shard; or,
+when the lag must be known before windowing (``--align estimate``), by such a thread into memory when
+the frames fit HOLD_BYTES, else into a scratch file.
 The activity envelope (``motion``: frame-difference energy) is collected on the way, for every grid
 frame: frames no kept window holds are decoded for it too (between and after the kept runs), so
 the lag estimate does not depend on windowing. Since every grid frame is decoded, in order, a
@@ -47,6 +49,11 @@ HOLD_BYTES = 128 << 20
 # cores it measured 0.90-1.15x (no gain; benchmarks/preprocess.py --align meta --ab-tree), for +169 MB
 # per 150 s recording
 HOLD_META = False
+# the reference video (the first; its grid never moves) is decoded from the start, in a thread, straight into
+# the shard's ``frames`` with every grid frame (``ShardFrames``), in both --align modes: written once, while
+# the other streams are read, nothing held or left to write after the lag is known. Its shard then also
+# stores the grid frames no kept window holds (sample_data: +20% bytes). False: the paths above
+DIRECT_TO_SHARD = True
 
 
 class _Prefetch:
@@ -111,13 +118,14 @@ class _Ahead:
     """Every grid frame decoded in a background thread, in order, VIDEO_CHUNK at a time, started when
     the video is opened (``VideoStream.start_ahead``), so decoding overlaps the reading of the other streams
     (decord releases the GIL while it decodes; the frames and their envelope are those of decoding in
-    the main thread). The frames are kept in ``held`` (one array per chunk) when they fit HOLD_BYTES,
-    else written to the ``scratch`` file. ``wait()`` returns when done, or raises the decoder's error;
+    the main thread). The frames go straight into the shard when a ``sink`` is given (the reference
+    video: ``ShardFrames``), else they are kept in ``held`` (one array per chunk) when they fit
+    HOLD_BYTES, else written to the ``scratch`` file. ``wait()`` returns when done, or raises the decoder's error;
     ``stop`` ends the thread after its chunk (set when the stream is dropped: a recording that failed)."""
 
-    def __init__(self, frames: "VideoFrames", n: int, scratch: Path | None):
-        self.frames, self.n, self.scratch, self.chunk = frames, n, scratch, VIDEO_CHUNK
-        self.held: list[np.ndarray] | None = [] if scratch is None else None
+    def __init__(self, frames: "VideoFrames", n: int, scratch: Path | None, sink: "ShardFrames | None" = None):
+        self.frames, self.n, self.scratch, self.chunk, self.sink = frames, n, scratch, VIDEO_CHUNK, sink
+        self.held: list[np.ndarray] | None = [] if scratch is None and sink is None else None
         self.error: BaseException | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="dcat-video-ahead", daemon=True)
@@ -131,7 +139,9 @@ class _Ahead:
                     if self.stop.is_set():
                         return
                     fr = self.frames.span(a, min(self.n, a + self.chunk))
-                    if f is None:
+                    if self.sink is not None:
+                        self.sink.write(a, fr)
+                    elif f is None:
                         self.held.append(fr)
                     else:
                         fr.tofile(f)
@@ -145,6 +155,33 @@ class _Ahead:
         self.thread.join()
         if self.error is not None:
             raise self.error
+
+
+class ShardFrames:
+    """The shard's ``frames`` dataset of a video whose grid does not move (the reference stream), made
+    before decoding with every grid frame: the decoding thread writes each chunk once, straight into
+    the shard (no copy held, no scratch file, nothing left to write after the lag is known); its
+    windows then start at their grid frame (``window_start`` = grid index; schemas/shard.md).
+    ``close()`` (the recording ends, also by an error) makes later writes fail, so the thread never
+    writes into a closed file."""
+
+    def __init__(self, shard, name: str, n: int, shape: tuple[int, int, int]):
+        """``shard``: the open shard (``recording._ShardFile``: ``h``, the h5py file; ``sinks``, closed
+        with it)."""
+        self.lock, self.open = threading.Lock(), True
+        self.ds = shard.h.require_group("streams").require_group(name).create_dataset(
+            "frames", shape=(n,) + tuple(shape), dtype=np.uint8)
+        shard.sinks.append(self)
+
+    def write(self, a: int, frames: np.ndarray) -> None:
+        with self.lock:
+            if not self.open:
+                raise RuntimeError("the shard was closed while its video was decoded")
+            self.ds[a:a + len(frames)] = frames
+
+    def close(self) -> None:
+        with self.lock:
+            self.open = False
 
 
 @dataclass
@@ -240,10 +277,14 @@ class VideoStream(Stream):
     held: list[np.ndarray] | None = None  # a short video: every grid frame, in chunks
     held_chunk: int = 0  # grid frames per held chunk
     ahead: _Ahead | None = None  # the whole video being decoded in a thread
+    sink: ShardFrames | None = None  # every grid frame written into the shard while decoded (the reference)
 
     @classmethod
-    def read(cls, spec: StreamSpec, rec: Recording, cfg: PreprocessConfig, scratch_dir: Path) -> VideoStream:
-        """Open the video and put it on the ``--fps`` grid by timestamps (nothing decoded yet)."""
+    def read(cls, spec: StreamSpec, rec: Recording, cfg: PreprocessConfig, scratch_dir: Path,
+             shard=None) -> VideoStream:
+        """Open the video and put it on the ``--fps`` grid by timestamps (nothing decoded yet). With
+        ``shard`` (the open shard; given for the reference video, whose grid never moves), every grid
+        frame is decoded now, in a thread, straight into the shard (``ShardFrames``)."""
         src = VideoSource(spec, rec.id, cfg.video_size)
         ft = src.t
         rate_meas = measured_rate(ft)
@@ -268,17 +309,22 @@ class VideoStream(Stream):
         out = cls(name=spec.name, file=spec.file, rate_hz=cfg.fps, t0_s=float(ft[0]), n=k,
                   offset_s=spec.clock_offset_s, envelopes=[env], info=info,
                   frame_shape=(h, w, 3), dtype="uint8", valid=valid, frames=frames, clock=spec.clock)
-        # decoded now, while the other streams are read: with --align estimate (the whole video is decoded
-        # before windowing); with --align meta only when HOLD_META and the frames fit in memory
-        if cfg.align == "estimate" or (HOLD_META and out.n * int(np.prod(out.frame_shape)) <= HOLD_BYTES):
+        # decoded now, while the other streams are read: the reference video straight into the shard; another
+        # with --align estimate (the whole video is decoded before windowing), or with --align meta only when
+        # HOLD_META and the frames fit in memory
+        if shard is not None and DIRECT_TO_SHARD:
+            out.sink = ShardFrames(shard, spec.name, out.n, (h, w, 3))
+            out.start_ahead(scratch_dir)
+        elif cfg.align == "estimate" or (HOLD_META and out.n * int(np.prod(out.frame_shape)) <= HOLD_BYTES):
             out.start_ahead(scratch_dir)
         return out
 
     def start_ahead(self, scratch_dir: Path) -> None:
-        """Start decoding the whole video in a thread (``_Ahead``): into memory when it fits
-        HOLD_BYTES, else into ``scratch_dir/<name>.u8``; stopped when this stream is dropped."""
-        fits = self.n * int(np.prod(self.frame_shape)) <= HOLD_BYTES
-        self.ahead = _Ahead(self.frames, self.n, None if fits else scratch_dir / f"{self.name}.u8")
+        """Start decoding the whole video in a thread (``_Ahead``): into the shard (``sink``), else into
+        memory when it fits HOLD_BYTES, else into ``scratch_dir/<name>.u8``; stopped when this stream
+        is dropped."""
+        fits = self.sink is not None or self.n * int(np.prod(self.frame_shape)) <= HOLD_BYTES
+        self.ahead = _Ahead(self.frames, self.n, None if fits else scratch_dir / f"{self.name}.u8", self.sink)
         weakref.finalize(self, self.ahead.stop.set)
 
     @classmethod
@@ -289,7 +335,7 @@ class VideoStream(Stream):
     def complete_envelope(self, scratch_dir: Path) -> None:
         """Decode the whole video once, into memory or a scratch file (the lag must be known before
         windowing): wait for the thread ``read`` started (``start_ahead``)."""
-        if self.ahead is None and self.held is None and self.scratch is None:
+        if self.ahead is None and self.held is None and self.scratch is None and self.sink is None:
             self.start_ahead(scratch_dir)
         self._settle()
         self._retime()
@@ -304,7 +350,7 @@ class VideoStream(Stream):
     def finish_envelope(self) -> None:
         """Decode the grid frames after the last kept window, for the envelope only."""
         self._settle()
-        if self.scratch is None and self.held is None:
+        if self.scratch is None and self.held is None and self.sink is None:
             self.frames.scan(self.n)
         self._retime()
 
@@ -353,9 +399,14 @@ class VideoStream(Stream):
 
     def write_runs(self, gs, rec: Recording, cfg: PreprocessConfig, runs: list[tuple[int, int]],
                    window_start: np.ndarray, i0: np.ndarray, t_win: int) -> None:
-        """``frames`` uint8 [total, H, W, 3], decoded forward VIDEO_CHUNK frames at a time."""
+        """``frames`` uint8 [total, H, W, 3], decoded forward VIDEO_CHUNK frames at a time; the reference
+        video (``sink``) has every grid frame in the shard already and writes its ``window_start`` only."""
         h_, w_ = cfg.video_size
         self._settle()
+        if self.sink is not None:  # every grid frame is in the shard already: windows start at their grid frame
+            gs.create_dataset("window_start", data=np.asarray(i0, dtype=np.int64))
+            gs.attrs.update(rate_hz=cfg.fps, samples_per_window=t_win, unit="uint8 RGB", height=h_, width=w_)
+            return
         ds = gs.create_dataset("frames", shape=(run_samples(runs),) + (h_, w_, 3), dtype=np.uint8)
         gs.create_dataset("window_start", data=window_start)
         gs.attrs.update(rate_hz=cfg.fps, samples_per_window=t_win, unit="uint8 RGB", height=h_, width=w_)
