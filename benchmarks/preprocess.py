@@ -99,8 +99,10 @@ def parallel_capacity(n: int = 8_000_000) -> float:
 
 def warm() -> None:
     """Import what preprocessing imports, and build the mel filterbank, before timing."""
+    import av  # noqa: F401  (the audio reader's; ~0.1 s once, with jsonschema for meta.json)
     import decord  # noqa: F401
     import h5py  # noqa: F401
+    import jsonschema  # noqa: F401
     import scipy.signal  # noqa: F401
     import soxr  # noqa: F401
 
@@ -143,7 +145,7 @@ from dataclasses import replace
 from pathlib import Path
 import pipelines
 assert pipelines.__file__.startswith(%r), pipelines.__file__
-import decord, h5py, scipy.signal, soxr  # noqa: the imports warmed before timing, as in warm()
+import av, decord, h5py, jsonschema, scipy.signal, soxr  # noqa: the imports warmed before timing, as in warm()
 from pipelines.ingest.features import _mel_basis
 from pipelines.ingest.preprocess import PreprocessConfig, preprocess
 from pipelines.ingest.raw import discover
