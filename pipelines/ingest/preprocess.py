@@ -18,16 +18,17 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from typing import Callable
 
 from pipelines import __version__
 from pipelines.core.errors import DcatError, RecordingError, ShardError
-from pipelines.core.lock import FileLock, lock_path_for
+from pipelines.core.lock import FileLock, LockBusy, lock_path_for
 from pipelines.ingest.config import PreprocessConfig
 from pipelines.ingest.outdir import clear_leftovers, quarantine, shard_lock, sweep_leftovers
 from pipelines.ingest.raw import recording_id
-from pipelines.ingest.recording import process_recording, shard_path
+from pipelines.ingest.recording import (OpenRecording, discard, open_recording, process_recording, shard_path,
+                                        start_reference_video)
 from pipelines.ingest.windows import REJECT_REASONS
 from pipelines.core.io import to_json
 
@@ -57,16 +58,23 @@ def one_blas_thread() -> "AbstractContextManager":
     return threadpool_limits(limits=1)
 
 
-def _run_one(rec_dir: str, out_dir: str, cfg: PreprocessConfig, overwrite: bool) -> dict:
+def _run_one(rec_dir: str, out_dir: str, cfg: PreprocessConfig, overwrite: bool,
+             started: OpenRecording | None = None, after_decode: Callable[[], None] | None = None) -> dict:
     """Worker entry: never raises; returns a result record with status ok / skipped / failed.
 
     The shard's lock (:func:`pipelines.ingest.outdir.shard_lock`) is held throughout: another run
-    making the same shard is waited for, and then its shard is found and skipped."""
+    making the same shard is waited for, and then its shard is found and skipped. ``started``: the
+    recording opened early (``_start_early``: its lock held, no shard there, its video decoding);
+    ``after_decode``: handed to ``process_recording``."""
     folder = Path(rec_dir).name
     rid = recording_id(folder)
     t0 = time.perf_counter()
     extra: dict = {} if folder == rid else {"folder": folder}
     try:
+        if started is not None:
+            with one_blas_thread():
+                info = process_recording(Path(rec_dir), Path(out_dir), cfg, opened=started, after_decode=after_decode)
+            return {"recording": rid, "status": "ok", "info": info, **extra, "seconds": time.perf_counter() - t0}
         final = shard_path(Path(out_dir), rid)
         with shard_lock(final):
             clear_leftovers(Path(out_dir), final.name)
@@ -86,7 +94,7 @@ def _run_one(rec_dir: str, out_dir: str, cfg: PreprocessConfig, overwrite: bool)
                     return {"recording": rid, "status": "skipped", "info": prev["checks"],
                             "seconds": time.perf_counter() - t0}
             with one_blas_thread():
-                info = process_recording(Path(rec_dir), Path(out_dir), cfg)
+                info = process_recording(Path(rec_dir), Path(out_dir), cfg, after_decode=after_decode)
         return {"recording": rid, "status": "ok", "info": info, **extra, "seconds": time.perf_counter() - t0}
     except RecordingError as e:
         out = {"recording": rid, "status": "failed", "error": e.as_dict(), "message": str(e), **extra,
@@ -200,16 +208,77 @@ def die_with_parent(parent: int) -> None:
         threading.Thread(target=watch, name="dcat-parent-watch", daemon=True).start()
 
 
+def _start_early(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> OpenRecording | None:
+    """The next recording opened and its reference video decoding into its shard, while the current
+    recording's lag estimate and writing run; best effort: None (nothing held) when its shard's lock
+    is taken, a shard is there already (skipped or quarantined in its turn, as without this), or
+    opening it fails (the error is reported in its turn)."""
+    final = shard_path(out_dir, recording_id(Path(rec_dir).name))
+    lock = shard_lock(final)
+    try:
+        lock.acquire(blocking=False)
+    except LockBusy:
+        return None
+    stack = ExitStack()
+    stack.callback(lock.release)
+    try:
+        clear_leftovers(out_dir, final.name)
+        if final.exists():
+            stack.close()
+            return None
+        o = open_recording(Path(rec_dir), out_dir, cfg, stack)
+    except Exception:
+        stack.close()
+        return None
+    try:
+        start_reference_video(o, cfg)
+    except Exception:
+        discard(o)
+        return None
+    except BaseException:
+        discard(o)
+        raise
+    return o
+
+
+#: one worker starts the next recording's video decoding when the current one's is done (``_start_early``)
+EARLY_START = True
+
+
+def _run_serial(recordings: list[Path], out_dir: Path, cfg: PreprocessConfig, overwrite: bool, fail_fast: bool,
+                done: Callable[[dict], None]) -> None:
+    """One recording after the other; the next one's reference video starts decoding (into its shard,
+    in a thread) as soon as the current one's is decoded, so decoding goes on while the current
+    recording's lag is estimated and its shard written."""
+    started: OpenRecording | None = None
+    try:
+        for k, p in enumerate(recordings):
+            nxt = recordings[k + 1] if k + 1 < len(recordings) else None
+            box: list[OpenRecording] = []
+
+            def after_decode(nxt: Path | None = nxt, box: list = box) -> None:
+                if EARLY_START and nxt is not None:
+                    o = _start_early(nxt, Path(out_dir), cfg)
+                    if o is not None:
+                        box.append(o)
+
+            cur, started = started, None
+            r = _run_one(str(p), str(out_dir), cfg, overwrite, started=cur, after_decode=after_decode)
+            started = box[0] if box else None
+            done(r)
+            if fail_fast and r["status"] == "failed":
+                break
+    finally:
+        if started is not None:
+            discard(started)
+
+
 def _run_all(recordings: list[Path], out_dir: Path, cfg: PreprocessConfig, overwrite: bool, workers: int,
              fail_fast: bool, done: Callable[[dict], None]) -> None:
     """Run ``_run_one`` for every recording (in ``workers`` processes when > 1), handing each
     result to ``done`` as it finishes; ``fail_fast`` stops at the first failure."""
     if workers <= 1:
-        for p in recordings:
-            r = _run_one(str(p), str(out_dir), cfg, overwrite)
-            done(r)
-            if fail_fast and r["status"] == "failed":
-                break
+        _run_serial(recordings, out_dir, cfg, overwrite, fail_fast, done)
         return
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait

@@ -28,9 +28,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -43,6 +47,7 @@ from pipelines.ingest.heap import release_memory
 from pipelines.ingest.raw import (Recording, StreamSpec, check_segments_inside, load_recording, read_segments,
                                   recording_id)
 from pipelines.ingest.streams import KINDS, Stream
+from pipelines.ingest.streams import video as video_streams
 from pipelines.ingest.windows import Span, WindowPlan, check_coverage, gate_windows
 
 
@@ -80,13 +85,15 @@ def _selected_specs(rec: Recording, cfg: PreprocessConfig) -> list[StreamSpec]:
 
 
 def read_streams(rec: Recording, specs: list[StreamSpec], cfg: PreprocessConfig,
-                 scratch_dir: Path, shard=None) -> tuple[list[Stream], list[str]]:
+                 scratch_dir: Path, shard=None, started: Stream | None = None) -> tuple[list[Stream], list[str]]:
     """Read every stream once (video: opened, timestamps read; decoded later, on demand; the reference
-    video, the first, decoded now in a thread straight into ``shard`` when given: its grid never moves);
-    returns the streams and the warnings so far (declared rates the timestamps contradict)."""
-    first_video = next((s for s in specs if KINDS[s.kind].ref_rank == 0), None)
-    series = [KINDS[spec.kind].read(spec, rec, cfg, scratch_dir, **(
-        {"shard": shard} if shard is not None and spec is first_video else {})) for spec in specs]
+    video, the first, decoded now in a thread straight into ``shard`` when given: its grid never moves;
+    ``started``: that video, opened and decoding already (``start_reference_video``); returns the
+    streams and the warnings so far (declared rates the timestamps contradict)."""
+    first_video = reference_video(specs)
+    series = [started if started is not None and spec is first_video else KINDS[spec.kind].read(
+        spec, rec, cfg, scratch_dir, **({"shard": shard} if shard is not None and spec is first_video else {}))
+        for spec in specs]
     warnings: list[str] = []
     for s in series:
         s.info["clock_offset_s"] = s.offset_s
@@ -243,40 +250,111 @@ def write_shard(h, rec: Recording, cfg: PreprocessConfig, series: list[Stream], 
 
 
 # ------------------------------------------------------------------------------ the pipeline
-def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig) -> dict:
+@dataclass
+class OpenRecording:
+    """A recording opened for preprocessing: its folder read (meta.json, labels), its scratch folder
+    made and its shard's temporary file open (``shard``); ``video``: its reference video, when already
+    opened and decoding into the shard (``start_reference_video``). ``stack`` closes them all: the
+    temporary file renamed to ``<id>.h5`` when it closes without an exception, else removed."""
+
+    rec: Recording
+    segs: list
+    specs: list[StreamSpec]
+    scratch_dir: Path
+    shard: _ShardFile
+    stack: ExitStack
+    video: Stream | None = None
+
+
+class _Discarded(Exception):
+    """Closes an ``OpenRecording`` that will not be processed (its temporary file removed)."""
+
+
+def discard(o: OpenRecording) -> None:
+    """Close ``o`` without making its shard: the decoding stopped, the temporary file and the
+    scratch folder removed, whatever ``o.stack`` holds (a shard lock) released."""
+    try:
+        if o.video is not None:
+            o.video.stop_decoding()
+    finally:
+        o.stack.__exit__(_Discarded, _Discarded(), None)
+
+
+def open_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig, stack: ExitStack | None = None) -> OpenRecording:
+    """Read the recording's folder and open its shard's temporary file (``OpenRecording``); ``stack``
+    (e.g. holding the shard's lock, released last) is taken over. RecordingError on bad input."""
+    stack = ExitStack() if stack is None else stack
+    try:
+        rec = load_recording(rec_dir, need_labels=cfg.labels == "require")
+        if cfg.labels == "ignore":
+            rec.label, rec.labels_file = "", None  # windows carry the empty label; no purity gate
+        segs = read_segments(rec)
+        specs = _selected_specs(rec, cfg)
+        out_dir = Path(out_dir)
+        scratch_dir = out_dir / f".scratch-{rec.id}-{os.getpid()}"
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+        stack.callback(shutil.rmtree, scratch_dir, ignore_errors=True)
+        tmp = stack.enter_context(atomic_path(shard_path(out_dir, rec.id)))
+        shard = stack.enter_context(_ShardFile(tmp))
+    except BaseException:
+        stack.__exit__(*sys.exc_info())
+        raise
+    return OpenRecording(rec, segs, specs, scratch_dir, shard, stack)
+
+
+def reference_video(specs: list[StreamSpec]) -> StreamSpec | None:
+    """The recording's reference stream when it is a video: the first video (``ref_rank`` 0)."""
+    return next((s for s in specs if KINDS[s.kind].ref_rank == 0), None)
+
+
+def start_reference_video(o: OpenRecording, cfg: PreprocessConfig) -> None:
+    """Open ``o``'s reference video and start decoding it into the shard (a thread), before its
+    turn comes: the run over recordings starts the next recording's decoding while this one's lag
+    estimate and writing run (``preprocess``, one worker)."""
+    spec = reference_video(o.specs)
+    if spec is not None and o.video is None:
+        v = KINDS[spec.kind].read(spec, o.rec, cfg, o.scratch_dir, shard=o.shard)
+        if getattr(v, "sink", None) is None:  # a long video: decoded in its turn (``video.DIRECT_MAX_S``)
+            v.stop_decoding()
+            v.release()
+            return
+        o.video = v
+
+
+def process_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig, opened: OpenRecording | None = None,
+                      after_decode: Callable[[], None] | None = None) -> dict:
     """Preprocess one recording into ``out_dir/<id>.h5``. Raises RecordingError on bad input.
 
+    ``opened``: the recording already opened (``open_recording``), maybe decoding; ``after_decode``:
+    called once the reference video is decoded (or the streams are read, when there is no video),
+    while the lag estimate and the writing are still to come; not for a recording longer than
+    ``video.DIRECT_MAX_S`` (its tail is a small part of its time; overlapping it costs memory).
     Returns the recording's info record (also stored in the shard as ``checks_json``).
     """
     t_start = time.perf_counter()
-    rec = load_recording(rec_dir, need_labels=cfg.labels == "require")
-    if cfg.labels == "ignore":
-        rec.label, rec.labels_file = "", None  # windows carry the empty label; no purity gate
-    segs = read_segments(rec)
-    specs = _selected_specs(rec, cfg)
-    out_dir = Path(out_dir)
-    scratch_dir = out_dir / f".scratch-{rec.id}-{os.getpid()}"
-    scratch_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_path(shard_path(out_dir, rec.id)) as tmp, _ShardFile(tmp) as shard:
-            info = _process(rec, segs, specs, cfg, scratch_dir, shard)
-        info["seconds"] = time.perf_counter() - t_start
-        return info
-    finally:
-        shutil.rmtree(scratch_dir, ignore_errors=True)
+    o = opened if opened is not None else open_recording(rec_dir, out_dir, cfg)
+    with o.stack:
+        info = _process(o, cfg, after_decode)
+    info["seconds"] = time.perf_counter() - t_start
+    return info
 
 
-def _process(rec: Recording, segs, specs: list[StreamSpec], cfg: PreprocessConfig, scratch_dir: Path,
-             shard: _ShardFile) -> dict:
-    """Read, align, gate and write one recording into the open ``shard``; returns the info record."""
+def _process(o: OpenRecording, cfg: PreprocessConfig, after_decode: Callable[[], None] | None) -> dict:
+    """Read, align, gate and write one opened recording; returns the info record."""
+    rec, scratch_dir = o.rec, o.scratch_dir
     laps = _Laps()
-    series, warnings = read_streams(rec, specs, cfg, scratch_dir, shard)
+    series, warnings = read_streams(rec, o.specs, cfg, scratch_dir, o.shard, o.video)
     laps("read_s")
+    if after_decode is not None and max((s.n / s.rate_hz for s in series), default=0.0) <= video_streams.DIRECT_MAX_S:
+        for s in series:
+            s.wait_decoded()
+        laps("video_wait_s")
+        after_decode()
     # the lag is always estimated and reported; with --align estimate it is applied before windowing
     ref = align_streams(series, cfg, scratch_dir, warnings)
     span = _coverage(rec, series, ref, cfg, warnings)
     if cfg.streams is None:  # with a subset of streams the recording may extend beyond them
-        check_segments_inside(rec, segs, span.u1)
-    plan = gate_windows(rec, segs, series, span, cfg)
+        check_segments_inside(rec, o.segs, span.u1)
+    plan = gate_windows(rec, o.segs, series, span, cfg)
     laps("align_gate_s")
-    return write_shard(shard.h, rec, cfg, series, ref, plan, span, warnings, laps)
+    return write_shard(o.shard.h, rec, cfg, series, ref, plan, span, warnings, laps)

@@ -74,6 +74,14 @@ class Stream:
         """Make the envelope complete before windowing (the lag is applied): nothing to do unless
         the kind collects it while writing."""
 
+    def stop_decoding(self) -> None:
+        """Stop what a thread decodes for this stream and wait for it to end (a recording dropped
+        before its turn); nothing unless the kind decodes in a thread."""
+
+    def wait_decoded(self) -> None:
+        """Return when what a thread decodes for this stream is done (its error raised here);
+        nothing to wait for unless the kind decodes in a thread."""
+
     def finish_envelope(self) -> None:
         """After writing (``--align meta``): complete the envelope over the samples no kept window
         holds, so the lag estimate does not depend on windowing."""

@@ -1,7 +1,7 @@
 """Video streams: put on the ``--fps`` grid by frame timestamps, decoded forward on demand.
 
 Reading opens the file and reads its timestamps. The reference video (the first: no lag moves its
-grid) is then decoded once, by a thread started at reading (``_Ahead``: decoding overlaps the reading
+grid) of at most DIRECT_MAX_S is then decoded once, by a thread started at reading (``_Ahead``: decoding overlaps the reading
 of the other streams), straight into the shard with every grid frame (``ShardFrames``; its windows
 point at their grid frames). Another video is decoded once, while it is written to the shard; or,
 when the lag must be known before windowing (``--align estimate``), by such a thread into memory when
@@ -54,6 +54,10 @@ HOLD_META = False
 # the other streams are read, nothing held or left to write after the lag is known. Its shard then also
 # stores the grid frames no kept window holds (sample_data: +20% bytes). False: the paths above
 DIRECT_TO_SHARD = True
+# ... for a video of at most this many seconds. A longer one takes the paths above: there the decoding's
+# memory, beside the audio and IMU reads, raised the peak of a run of two 1-hour recordings from 330 to 409-428
+# MB (and +11% bytes) for no gain in time (51.0 against 54-55 s)
+DIRECT_MAX_S = 600.0
 
 
 class _Prefetch:
@@ -312,7 +316,7 @@ class VideoStream(Stream):
         # decoded now, while the other streams are read: the reference video straight into the shard; another
         # with --align estimate (the whole video is decoded before windowing), or with --align meta only when
         # HOLD_META and the frames fit in memory
-        if shard is not None and DIRECT_TO_SHARD:
+        if shard is not None and DIRECT_TO_SHARD and out.n <= DIRECT_MAX_S * cfg.fps:
             out.sink = ShardFrames(shard, spec.name, out.n, (h, w, 3))
             out.start_ahead(scratch_dir)
         elif cfg.align == "estimate" or (HOLD_META and out.n * int(np.prod(out.frame_shape)) <= HOLD_BYTES):
@@ -339,6 +343,14 @@ class VideoStream(Stream):
             self.start_ahead(scratch_dir)
         self._settle()
         self._retime()
+
+    def wait_decoded(self) -> None:
+        self._settle()
+
+    def stop_decoding(self) -> None:
+        if self.ahead is not None:
+            self.ahead.stop.set()
+            self.ahead.thread.join()
 
     def _settle(self) -> None:
         """Wait for the decoding thread, if one runs (its error raised here), and take its frames."""
