@@ -81,11 +81,15 @@ def test_a_closed_writer_refuses_to_write(tmp_path):
     with h5py.File(tmp_path / "x.h5", "w") as h:
         shard = _Shard(h)
         sink = video.ShardFrames(shard, "video", 10, (2, 2, 3))
-        assert shard.sinks == [sink]
+        assert shard.sinks == [sink] and sink.thread is not None  # written by a thread of its own
         sink.write(3, np.full((2, 2, 2, 3), 7, np.uint8))
+        sink.write(8, np.full((1, 2, 2, 3), 9, np.uint8))
+        sink.finish()  # both written
+        got = h["streams/video/frames"][()]
         sink.close()
         with pytest.raises(RuntimeError, match="closed"):
             sink.write(5, np.zeros((1, 2, 2, 3), np.uint8))
-        got = h["streams/video/frames"][()]
+        assert not sink.thread.is_alive()
+        assert (h["streams/video/frames"][5] == 0).all()
     assert got.shape == (10, 2, 2, 3)
-    assert (got[3:5] == 7).all() and (got[5] == 0).all()
+    assert (got[3:5] == 7).all() and (got[8] == 9).all() and (got[5] == 0).all()

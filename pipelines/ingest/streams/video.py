@@ -58,6 +58,9 @@ DIRECT_TO_SHARD = True
 # memory, beside the audio and IMU reads, raised the peak of a run of two 1-hour recordings from 330 to 409-428
 # MB (and +11% bytes) for no gain in time (51.0 against 54-55 s)
 DIRECT_MAX_S = 600.0
+# chunks (VIDEO_CHUNK frames, ~10 MB at 112x112) waiting for ShardFrames' writer thread; 0: written by the
+# decoding thread itself
+WRITE_AHEAD = 2
 
 
 class _Prefetch:
@@ -144,7 +147,7 @@ class _Ahead:
                         return
                     fr = self.frames.span(a, min(self.n, a + self.chunk))
                     if self.sink is not None:
-                        self.sink.write(a, fr)
+                        self.sink.write(a, fr)  # handed to the writer thread
                     elif f is None:
                         self.held.append(fr)
                     else:
@@ -152,6 +155,8 @@ class _Ahead:
             finally:
                 if f is not None:
                     f.close()
+                if self.sink is not None:
+                    self.sink.finish()  # every chunk written (or the first write's error raised)
         except BaseException as e:  # noqa: BLE001 - raised in the reader by wait()
             self.error = e
 
@@ -163,27 +168,83 @@ class _Ahead:
 
 class ShardFrames:
     """The shard's ``frames`` dataset of a video whose grid does not move (the reference stream), made
-    before decoding with every grid frame: the decoding thread writes each chunk once, straight into
-    the shard (no copy held, no scratch file, nothing left to write after the lag is known); its
-    windows then start at their grid frame (``window_start`` = grid index; schemas/shard.md).
-    ``close()`` (the recording ends, also by an error) makes later writes fail, so the thread never
-    writes into a closed file."""
+    before decoding with every grid frame: the decoding thread hands each chunk over once (``write``)
+    and a writer thread of its own puts it into the shard, so the next chunk is decoded while the last
+    one is written (at most WRITE_AHEAD chunks wait; 0: written in the decoding thread). No copy held,
+    no scratch file, nothing left to write after the lag is known; the windows then start at their
+    grid frame (``window_start`` = grid index; schemas/shard.md). ``finish()`` waits for the writes
+    (their error raised there); ``close()`` (the recording ends, also by an error) makes later writes
+    fail, so nothing is written into a closed file."""
 
     def __init__(self, shard, name: str, n: int, shape: tuple[int, int, int]):
         """``shard``: the open shard (``recording._ShardFile``: ``h``, the h5py file; ``sinks``, closed
         with it)."""
-        self.lock, self.open = threading.Lock(), True
+        self.lock, self.open, self.error = threading.Lock(), True, None
         self.ds = shard.h.require_group("streams").require_group(name).create_dataset(
             "frames", shape=(n,) + tuple(shape), dtype=np.uint8)
         shard.sinks.append(self)
+        self.q: queue.Queue | None = queue.Queue(maxsize=WRITE_AHEAD) if WRITE_AHEAD > 0 else None
+        self.thread: threading.Thread | None = None
+        if self.q is not None:
+            self.thread = threading.Thread(target=self._run, name="dcat-video-write", daemon=True)
+            self.thread.start()
 
-    def write(self, a: int, frames: np.ndarray) -> None:
+    def _store(self, a: int, frames: np.ndarray) -> None:
         with self.lock:
             if not self.open:
                 raise RuntimeError("the shard was closed while its video was decoded")
             self.ds[a:a + len(frames)] = frames
 
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self.q.get(timeout=0.1)
+            except queue.Empty:
+                if not self.open:  # closed and nothing left
+                    return
+                continue
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self._store(*item)
+                except BaseException as e:  # noqa: BLE001 - raised by write() / finish()
+                    self.error = e
+
+    def _put(self, item) -> None:
+        """Queue ``item`` unless the writer is gone (closed: RuntimeError; failed: its error)."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            if not self.open or not self.thread.is_alive():
+                raise RuntimeError("the shard was closed while its video was decoded")
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def write(self, a: int, frames: np.ndarray) -> None:
+        if self.q is None:
+            self._store(a, frames)
+        else:
+            self._put((a, frames))
+
+    def finish(self) -> None:
+        """Wait until every chunk handed over is written; raise the first write's error."""
+        if self.thread is not None:
+            try:
+                self._put(None)
+            except BaseException:  # noqa: BLE001 - closed or failed: the writer ends by itself
+                pass
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+        if not self.open:
+            raise RuntimeError("the shard was closed while its video was decoded")
+
     def close(self) -> None:
+        """No more writes (the writer thread ends once its queue is empty; a queued chunk fails)."""
         with self.lock:
             self.open = False
 
