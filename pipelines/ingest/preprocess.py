@@ -71,30 +71,28 @@ def _run_one(rec_dir: str, out_dir: str, cfg: PreprocessConfig, overwrite: bool,
     t0 = time.perf_counter()
     extra: dict = {} if folder == rid else {"folder": folder}
     try:
-        if started is not None:
+        with ExitStack() as held:
+            if started is None:  # else its lock is held, and no shard was there (``_start_early``)
+                final = shard_path(Path(out_dir), rid)
+                held.enter_context(shard_lock(final))
+                clear_leftovers(Path(out_dir), final.name)
+                if final.exists() and not overwrite:
+                    try:
+                        prev = existing_shard_info(final)
+                    except ShardError as e:
+                        if isinstance(e.__cause__, BlockingIOError):  # open for writing elsewhere: not ours to move
+                            raise RecordingError(rid, str(final), f"the shard is in use by another program "
+                                                 f"({e.__cause__})", "close it and run again") from None
+                        moved = quarantine(final)
+                        extra["quarantined"] = {"file": str(final), "moved_to": str(moved), "problem": str(e)}
+                    else:
+                        if prev["args"] != cfg.as_dict():
+                            raise RecordingError(rid, str(final), "a shard made with different settings exists",
+                                                 "use --overwrite to replace it, or another --out")
+                        return {"recording": rid, "status": "skipped", "info": prev["checks"],
+                                "seconds": time.perf_counter() - t0}
             with one_blas_thread():
                 info = process_recording(Path(rec_dir), Path(out_dir), cfg, opened=started, after_decode=after_decode)
-            return {"recording": rid, "status": "ok", "info": info, **extra, "seconds": time.perf_counter() - t0}
-        final = shard_path(Path(out_dir), rid)
-        with shard_lock(final):
-            clear_leftovers(Path(out_dir), final.name)
-            if final.exists() and not overwrite:
-                try:
-                    prev = existing_shard_info(final)
-                except ShardError as e:
-                    if isinstance(e.__cause__, BlockingIOError):  # open for writing elsewhere: not ours to move
-                        raise RecordingError(rid, str(final), f"the shard is in use by another program ({e.__cause__})",
-                                             "close it and run again") from None
-                    moved = quarantine(final)
-                    extra["quarantined"] = {"file": str(final), "moved_to": str(moved), "problem": str(e)}
-                else:
-                    if prev["args"] != cfg.as_dict():
-                        raise RecordingError(rid, str(final), "a shard made with different settings exists",
-                                             "use --overwrite to replace it, or another --out")
-                    return {"recording": rid, "status": "skipped", "info": prev["checks"],
-                            "seconds": time.perf_counter() - t0}
-            with one_blas_thread():
-                info = process_recording(Path(rec_dir), Path(out_dir), cfg, after_decode=after_decode)
         return {"recording": rid, "status": "ok", "info": info, **extra, "seconds": time.perf_counter() - t0}
     except RecordingError as e:
         out = {"recording": rid, "status": "failed", "error": e.as_dict(), "message": str(e), **extra,
@@ -254,17 +252,14 @@ def _run_serial(recordings: list[Path], out_dir: Path, cfg: PreprocessConfig, ov
     try:
         for k, p in enumerate(recordings):
             nxt = recordings[k + 1] if k + 1 < len(recordings) else None
-            box: list[OpenRecording] = []
 
-            def after_decode(nxt: Path | None = nxt, box: list = box) -> None:
+            def after_decode() -> None:  # called within this iteration: ``nxt`` is this one's
+                nonlocal started
                 if EARLY_START and nxt is not None:
-                    o = _start_early(nxt, Path(out_dir), cfg)
-                    if o is not None:
-                        box.append(o)
+                    started = _start_early(nxt, Path(out_dir), cfg)
 
             cur, started = started, None
             r = _run_one(str(p), str(out_dir), cfg, overwrite, started=cur, after_decode=after_decode)
-            started = box[0] if box else None
             done(r)
             if fail_fast and r["status"] == "failed":
                 break

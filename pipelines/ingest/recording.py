@@ -25,7 +25,6 @@ C. window: windows inside the span all streams cover pass a quality gate (``wind
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -40,7 +39,7 @@ import numpy as np
 
 from pipelines import __version__
 from pipelines.core.errors import RecordingError
-from pipelines.core.io import atomic_path, to_json
+from pipelines.core.io import atomic_path, file_sha256, to_json
 from pipelines.ingest.align import estimate_lags, lag_summary
 from pipelines.ingest.config import PreprocessConfig
 from pipelines.ingest.heap import release_memory
@@ -91,9 +90,13 @@ def read_streams(rec: Recording, specs: list[StreamSpec], cfg: PreprocessConfig,
     ``started``: that video, opened and decoding already (``start_reference_video``); returns the
     streams and the warnings so far (declared rates the timestamps contradict)."""
     first_video = reference_video(specs)
-    series = [started if started is not None and spec is first_video else KINDS[spec.kind].read(
-        spec, rec, cfg, scratch_dir, **({"shard": shard} if shard is not None and spec is first_video else {}))
-        for spec in specs]
+
+    def read(spec: StreamSpec) -> Stream:
+        if spec is not first_video:
+            return KINDS[spec.kind].read(spec, rec, cfg, scratch_dir)
+        return started if started is not None else KINDS[spec.kind].read(spec, rec, cfg, scratch_dir, shard=shard)
+
+    series = [read(spec) for spec in specs]
     warnings: list[str] = []
     for s in series:
         s.info["clock_offset_s"] = s.offset_s
@@ -138,21 +141,13 @@ def _coverage(rec: Recording, series: list[Stream], ref: Stream, cfg: Preprocess
 
 
 # ------------------------------------------------------------------------------ C: write
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
 def _sources(rec: Recording, series: list[Stream]) -> list[dict]:
     """Every input file the shard was made from (streams, labels, meta.json) with size and hash."""
     files = {s.file for s in series} | ({rec.labels_file} if rec.labels_file else set()) | {"meta.json"}
     sources = []
     for f in sorted(files):
         p = rec.dir / f
-        sources.append({"file": f, "size_bytes": p.stat().st_size, "sha256": _sha256(p),
+        sources.append({"file": f, "size_bytes": p.stat().st_size, "sha256": file_sha256(p),
                         "streams": [s.name for s in series if s.file == f]})
     return sources
 

@@ -58,8 +58,7 @@ DIRECT_TO_SHARD = True
 # memory, beside the audio and IMU reads, raised the peak of a run of two 1-hour recordings from 330 to 409-428
 # MB (and +11% bytes) for no gain in time (51.0 against 54-55 s)
 DIRECT_MAX_S = 600.0
-# chunks (VIDEO_CHUNK frames, ~10 MB at 112x112) waiting for ShardFrames' writer thread; 0: written by the
-# decoding thread itself
+# chunks (VIDEO_CHUNK frames, ~10 MB at 112x112) waiting for ShardFrames' writer thread (>= 1)
 WRITE_AHEAD = 2
 
 
@@ -170,7 +169,7 @@ class ShardFrames:
     """The shard's ``frames`` dataset of a video whose grid does not move (the reference stream), made
     before decoding with every grid frame: the decoding thread hands each chunk over once (``write``)
     and a writer thread of its own puts it into the shard, so the next chunk is decoded while the last
-    one is written (at most WRITE_AHEAD chunks wait; 0: written in the decoding thread). No copy held,
+    one is written (at most WRITE_AHEAD chunks wait). No copy held,
     no scratch file, nothing left to write after the lag is known; the windows then start at their
     grid frame (``window_start`` = grid index; schemas/shard.md). ``finish()`` waits for the writes
     (their error raised there); ``close()`` (the recording ends, also by an error) makes later writes
@@ -183,11 +182,9 @@ class ShardFrames:
         self.ds = shard.h.require_group("streams").require_group(name).create_dataset(
             "frames", shape=(n,) + tuple(shape), dtype=np.uint8)
         shard.sinks.append(self)
-        self.q: queue.Queue | None = queue.Queue(maxsize=WRITE_AHEAD) if WRITE_AHEAD > 0 else None
-        self.thread: threading.Thread | None = None
-        if self.q is not None:
-            self.thread = threading.Thread(target=self._run, name="dcat-video-write", daemon=True)
-            self.thread.start()
+        self.q: queue.Queue = queue.Queue(maxsize=max(1, WRITE_AHEAD))
+        self.thread = threading.Thread(target=self._run, name="dcat-video-write", daemon=True)
+        self.thread.start()
 
     def _store(self, a: int, frames: np.ndarray) -> None:
         with self.lock:
@@ -225,19 +222,15 @@ class ShardFrames:
                 continue
 
     def write(self, a: int, frames: np.ndarray) -> None:
-        if self.q is None:
-            self._store(a, frames)
-        else:
-            self._put((a, frames))
+        self._put((a, frames))
 
     def finish(self) -> None:
         """Wait until every chunk handed over is written; raise the first write's error."""
-        if self.thread is not None:
-            try:
-                self._put(None)
-            except BaseException:  # noqa: BLE001 - closed or failed: the writer ends by itself
-                pass
-            self.thread.join()
+        try:
+            self._put(None)
+        except BaseException:  # noqa: BLE001 - closed or failed: the writer ends by itself
+            pass
+        self.thread.join()
         if self.error is not None:
             raise self.error
         if not self.open:
