@@ -95,19 +95,38 @@ def _run_one(rec_dir: str, out_dir: str, cfg: PreprocessConfig, overwrite: bool,
                 info = process_recording(Path(rec_dir), Path(out_dir), cfg, opened=started, after_decode=after_decode)
         return {"recording": rid, "status": "ok", "info": info, **extra, "seconds": time.perf_counter() - t0}
     except RecordingError as e:
-        out = {"recording": rid, "status": "failed", "error": e.as_dict(), "message": str(e), **extra,
-               "seconds": time.perf_counter() - t0}
-        if getattr(e, "sync", None):  # the lag estimate made before the recording failed
-            out["sync"] = e.sync
-        return out
+        return _failed(rid, e, extra, t0)
     except DcatError as e:
         return {"recording": rid, "status": "failed", "error": {"recording": rid, "file": None, "problem": str(e)},
                 "message": f"{rid}: {e}", **extra, "seconds": time.perf_counter() - t0}
     except Exception as e:  # a bug, or a library failing in a way we did not foresee: keep going
+        if disk_full(e):
+            full = RecordingError(rid, str(shard_path(Path(out_dir), rid)),
+                                  f"no space left on the device while writing the shard ({e})",
+                                  "free space or choose another --out; nothing of this recording was kept")
+            return _failed(rid, full, extra, t0)
         tb = traceback.format_exc(limit=3)
         return {"recording": rid, "status": "failed",
                 "error": {"recording": rid, "file": None, "problem": f"internal error {type(e).__name__}: {e}", "traceback": tb},
                 "message": f"{rid}: internal error {type(e).__name__}: {e}", **extra, "seconds": time.perf_counter() - t0}
+
+
+def _failed(rid: str, e: RecordingError, extra: dict, t0: float) -> dict:
+    out = {"recording": rid, "status": "failed", "error": e.as_dict(), "message": str(e), **extra,
+           "seconds": time.perf_counter() - t0}
+    if getattr(e, "sync", None):  # the lag estimate made before the recording failed
+        out["sync"] = e.sync
+    return out
+
+
+def disk_full(e: BaseException) -> bool:
+    """An OSError of a full disk or quota: ``errno`` ENOSPC / EDQUOT, or HDF5's message for it (h5py's
+    OSError carries the C library's errno only in its text)."""
+    import errno
+
+    if not isinstance(e, OSError):
+        return False
+    return e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e) or "errno = 28," in str(e)
 
 
 def existing_shard_info(path: Path) -> dict:

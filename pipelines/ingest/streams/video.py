@@ -202,11 +202,11 @@ class ShardFrames:
                 continue
             if item is None:
                 return
-            if self.error is None:
-                try:
-                    self._store(*item)
-                except BaseException as e:  # noqa: BLE001 - raised by write() / finish()
-                    self.error = e
+            try:
+                self._store(*item)
+            except BaseException as e:  # noqa: BLE001 - raised by write() / finish()
+                self.error = e  # set before the thread ends: ``_put`` raises it, ``finish`` joins
+                return
 
     def _put(self, item) -> None:
         """Queue ``item`` unless the writer is gone (closed: RuntimeError; failed: its error)."""
