@@ -360,6 +360,22 @@ def _iter_audio_soundfile(spec: StreamSpec, rec: str, chunk_s: float):
         raise RecordingError(rec, spec.file, "audio has no samples")
 
 
+def _frame_mono(frame) -> np.ndarray:
+    """One decoded PyAV audio frame as mono float32 (the channels' mean; integers scaled by their
+    maximum). A mono float frame (AAC, Opus, MP3 decode to ``fltp``) is read straight from its
+    plane: ``to_ndarray`` stacks the planes, which costs more than decoding a 1024-sample frame."""
+    nch = len(frame.layout.channels)
+    if nch == 1 and frame.format.name in ("flt", "fltp"):
+        return np.frombuffer(frame.planes[0], np.float32, count=frame.samples).copy()
+    x = frame.to_ndarray()
+    if x.dtype.kind == "i":
+        x = x.astype(np.float32) / np.iinfo(x.dtype).max
+    x = x.astype(np.float32, copy=False)
+    if nch > 1:
+        return x.reshape(nch, -1).mean(axis=0) if frame.format.is_planar else x.reshape(-1, nch).mean(axis=1)
+    return x.reshape(-1)
+
+
 def _iter_audio_pyav(spec: StreamSpec, rec: str, chunk_s: float = 10.0):
     import av
 
@@ -378,15 +394,7 @@ def _iter_audio_pyav(spec: StreamSpec, rec: str, chunk_s: float = 10.0):
         n_part = 0
         try:
             for frame in container.decode(st):
-                x = frame.to_ndarray()
-                if x.dtype.kind == "i":
-                    x = x.astype(np.float32) / np.iinfo(x.dtype).max
-                x = x.astype(np.float32, copy=False)
-                nch = len(frame.layout.channels)
-                if nch > 1:
-                    x = x.reshape(nch, -1).mean(axis=0) if frame.format.is_planar else x.reshape(-1, nch).mean(axis=1)
-                else:
-                    x = x.reshape(-1)
+                x = _frame_mono(frame)
                 if not parts:
                     t_part = float(frame.time) if frame.time is not None else math.nan
                     sr = int(frame.sample_rate)
