@@ -161,6 +161,20 @@ print(json.dumps([dt, ru2.ru_utime + ru2.ru_stime - ru.ru_utime - ru.ru_stime]))
 """
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of every CPU since boot (/proc/stat; (0, 0) where there is none)."""
+    try:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return sum(v) - v[3] - v[4], sum(v)  # idle and iowait are not busy
+
+
+def busy_share(t0: tuple[int, int], t1: tuple[int, int]) -> float:
+    """The share of the machine's CPU time that was busy between two ``machine_ticks`` (any process)."""
+    return (t1[0] - t0[0]) / max(t1[1] - t0[1], 1)
+
+
 def cpu_s() -> float:
     """CPU seconds (user + system) of this process so far, all its threads."""
     import resource
@@ -214,6 +228,7 @@ def measure(raw: Path, work: Path, reps: int, cfg: PreprocessConfig, ab: bool = 
             f.read_bytes()
     dec, full1, full2, caps, steps, ondemand, dcaps = [], [], [], [], [], [], []
     base1, base2, cpu_dec, cpu_full1, cpu_base1 = [], [], [], [], []
+    busy1, busy2 = [], []  # the machine's busy share during the 1- and 2-worker runs
     n_frames = 0
     for _ in range(reps):
         c = cpu_s()
@@ -221,11 +236,15 @@ def measure(raw: Path, work: Path, reps: int, cfg: PreprocessConfig, ab: bool = 
         cpu_dec.append(cpu_s() - c)
         dec.append(d)
         c = cpu_s()
+        m = machine_ticks()
         t1, st = full(recs, work / "shards1", 1, cfg)
+        busy1.append(busy_share(m, machine_ticks()))
         cpu_full1.append(cpu_s() - c)
         full1.append(t1)
         steps.append(st)
+        m = machine_ticks()
         full2.append(full(recs, work / "shards2", 2, cfg)[0])
+        busy2.append(busy_share(m, machine_ticks()))
         caps.append(parallel_capacity())
         dcaps.append(decode_capacity(recs, 112))
         if tree is not None:
@@ -264,6 +283,8 @@ def measure(raw: Path, work: Path, reps: int, cfg: PreprocessConfig, ab: bool = 
         "decode_capacity": round(med(dcaps), 3), "decode_capacity_per_rep": [round(x, 3) for x in dcaps],
         "speedup_over_capacity_per_rep": [round(a / b, 3) for a, b in zip(speed, caps)],
         "speedup_over_capacity": round(med([a / b for a, b in zip(speed, caps)]), 3),
+        "machine_busy_1_worker": round(med(busy1), 3), "machine_busy_2_workers": round(med(busy2), 3),
+        "machine_busy_2_workers_per_rep": [round(x, 3) for x in busy2],
         "steps_1_worker_s": {n: round(v, 3) for n, v in steps[k].items()},
         "all_runs": {"decode": [round(x, 3) for x in dec], "full1": [round(x, 3) for x in full1],
                      "full2": [round(x, 3) for x in full2], "capacity": [round(x, 3) for x in caps]}
@@ -280,6 +301,8 @@ def report(fig: dict, size: int) -> None:
           f"{fig['cpu_full_over_decode_per_rep']}; the work besides decoding, whatever the machine's load)")
     print(f"  full preprocess, 2 workers:              {fig['full_2_workers_s']:.2f} s  "
           f"= {fig['speedup_2_workers']:.2f}x faster than 1")
+    print(f"  machine busy (all processes, /proc/stat): {100 * fig['machine_busy_1_worker']:.0f}% with 1 worker, "
+          f"{100 * fig['machine_busy_2_workers']:.0f}% with 2 (per rep {fig['machine_busy_2_workers_per_rep']})")
     print(f"  machine: two CPU-bound processes run {fig['machine_parallel_capacity']:.2f}x faster than one after "
           "the other (the ceiling for any 2-worker speedup here; 2.0 on two free cores)")
     print(f"  2 workers reach {100 * fig['speedup_over_capacity']:.0f}% of that capacity (target >= 85%; per rep "
