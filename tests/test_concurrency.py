@@ -138,7 +138,8 @@ def kill_at_moments(runs: list[subprocess.Popen], out: Path, rng: np.random.Gene
     killed = 0
     while any(p.poll() is None for p in runs):
         reached = len(list(out.glob("*.h5"))) if out.is_dir() else 0
-        started = out.is_dir() and bool(list(out.glob(".scratch-*")))
+        # a recording has started: its shard's temporary file (a scratch folder only when one is needed)
+        started = out.is_dir() and bool(list(out.glob(".*.h5.*.tmp")) or list(out.glob(".scratch-*")))
         now = time.monotonic()
         for i, p in enumerate(runs):
             if due[i] is None and (reached >= stage[i] if stage[i] else started or reached):

@@ -36,7 +36,7 @@ def pcm(tiny_raw, tmp_path_factory) -> tuple[np.ndarray, float]:
     the recording clock."""
     rec = load_recording(tiny_raw / "s01_r01", need_labels=False)
     s = AudioStream.read(rec.streams["audio"], rec, PreprocessConfig(), tmp_path_factory.mktemp("pcm"))
-    return np.fromfile(s.scratch, np.float32), s.t0_s + s.offset_s
+    return np.array(s.samples(0, s.n)), s.t0_s + s.offset_s
 
 
 def _stream(predictor, x: np.ndarray) -> list[dict]:

@@ -287,8 +287,7 @@ def open_recording(rec_dir: Path, out_dir: Path, cfg: PreprocessConfig, stack: E
         specs = _selected_specs(rec, cfg)
         out_dir = Path(out_dir)
         scratch_dir = out_dir / f".scratch-{rec.id}-{os.getpid()}"
-        scratch_dir.mkdir(parents=True, exist_ok=True)
-        stack.callback(shutil.rmtree, scratch_dir, ignore_errors=True)
+        stack.callback(shutil.rmtree, scratch_dir, ignore_errors=True)  # made by a stream only when it needs it
         tmp = stack.enter_context(atomic_path(shard_path(out_dir, rec.id)))
         shard = stack.enter_context(_ShardFile(tmp))
     except BaseException:

@@ -1,5 +1,6 @@
-"""Audio streams: decoded in chunks, resampled to ``--audio-sr`` (soxr) into a scratch file; the
-shard stores the log-mel frames of the kept windows (and, with ``--audio-waveform``, the waveform).
+"""Audio streams: decoded in chunks, resampled to ``--audio-sr`` (soxr) and held in memory while
+they take at most ``HOLD_BYTES`` (4.4 minutes at 16 kHz), else written to a scratch file; the shard
+stores the log-mel frames of the kept windows (and, with ``--audio-waveform``, the waveform).
 
 The activity envelopes (RMS energy over ``ENV_RATE_HZ`` hops and its onsets) are collected while reading.
 """
@@ -16,17 +17,27 @@ from pipelines.core.errors import RecordingError
 from pipelines.ingest.sync.envelopes import ENV_RATE_HZ, Envelope, audio_envelopes
 from pipelines.ingest.config import PreprocessConfig
 from pipelines.ingest.features import logmel
+from pipelines.ingest.heap import release_memory
 from pipelines.ingest.raw import Recording, StreamSpec
 from pipelines.ingest.readers import audio_reader_name, iter_audio
 from pipelines.ingest.streams.base import BLOCK_BYTES, Stream, rate_check, run_samples
 
 
-class _ScratchWriter:
-    """Appends resampled chunks to the scratch file and collects the RMS envelope (one value per
-    ``hop`` samples; a chunk's remainder carries over to the next)."""
+#: resampled audio is held in memory up to this size (16 MiB: 4.4 min at 16 kHz), else it goes to a
+#: scratch file: a short recording then needs no scratch folder, whose removal alone took 26-69 ms
+#: (ext4 with ``discard``) while the shard's frames were being written back. 40 MiB raised a 1-hour
+#: recording's peak from 364 to 404 MB (``benchmarks/memory.py``): what was held stays with the process
+HOLD_BYTES = 16 << 20
 
-    def __init__(self, f, hop: int):
-        self.f, self.hop = f, hop
+
+class _ScratchWriter:
+    """Keeps resampled chunks (in memory up to ``HOLD_BYTES``, then in the scratch file ``path``,
+    made with its folder only then) and collects the RMS envelope (one value per ``hop`` samples; a
+    chunk's remainder carries over to the next)."""
+
+    def __init__(self, path: Path, hop: int):
+        self.path, self.f, self.hop = path, None, hop
+        self.held: list[np.ndarray] = []
         self.env_parts: list[np.ndarray] = []
         self.carry = np.zeros(0, np.float32)
         self.n = 0
@@ -34,7 +45,17 @@ class _ScratchWriter:
     def emit(self, y: np.ndarray) -> None:
         hop = self.hop
         y = np.asarray(y, dtype=np.float32)
-        y.tofile(self.f)
+        if self.f is None and (self.n + len(y)) * 4 > HOLD_BYTES:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.f = open(self.path, "wb")
+            for part in self.held:
+                part.tofile(self.f)
+            self.held = []
+            release_memory()  # the parts' pages back to the OS
+        if self.f is None:
+            self.held.append(y)
+        else:
+            y.tofile(self.f)
         self.n += len(y)
         buf = np.concatenate([self.carry, y])
         m = len(buf) // hop
@@ -45,17 +66,29 @@ class _ScratchWriter:
     def envelope(self) -> np.ndarray:
         return np.concatenate(self.env_parts) if self.env_parts else np.zeros(0)
 
+    def close(self) -> np.ndarray | None:
+        """The samples when held (read-only), else None (they are in the scratch file, now closed)."""
+        if self.f is not None:
+            self.f.close()
+            return None
+        held = np.concatenate(self.held) if self.held else np.zeros(0, np.float32)
+        self.held = []
+        held.flags.writeable = False
+        return held
+
 
 @dataclass
 class AudioStream(Stream):
-    """Mono float32 samples at ``--audio-sr`` in a scratch file."""
+    """Mono float32 samples at ``--audio-sr``, held (``held``) or in a scratch file."""
 
     kind = "audio"
     ref_rank = 1
+    held: np.ndarray | None = None  # every sample, when they fit HOLD_BYTES (else ``scratch``)
 
     @classmethod
     def read(cls, spec: StreamSpec, rec: Recording, cfg: PreprocessConfig, scratch_dir: Path) -> AudioStream:
-        """Decode, resample to ``--audio-sr`` and write to ``scratch_dir/<name>.f32``, chunk by chunk."""
+        """Decode and resample to ``--audio-sr`` chunk by chunk, held in memory or written to
+        ``scratch_dir/<name>.f32`` (``HOLD_BYTES``)."""
         import soxr
 
         path = scratch_dir / f"{spec.name}.f32"
@@ -64,8 +97,8 @@ class AudioStream(Stream):
         t0 = None
         sr_in = None
         n_in = 0
-        with open(path, "wb") as f:
-            out = _ScratchWriter(f, hop)
+        out = _ScratchWriter(path, hop)
+        try:
             for t, x, sr in iter_audio(spec, rec.id):
                 if t0 is None:
                     t0, sr_in = (t if math.isfinite(t) else 0.0), sr
@@ -77,14 +110,20 @@ class AudioStream(Stream):
                 out.emit(rs.resample_chunk(x) if rs is not None else x)
             if rs is not None:
                 out.emit(rs.resample_chunk(np.zeros(0, np.float32), last=True))
+        finally:
+            held = out.close()
         info = {"kind": "audio", "file": spec.file, "envelopes": ["rms", "onset"], **rate_check(spec.declared_rate_hz, float(sr_in), cfg.rate_tol),
                 "samples": int(n_in), "reader": audio_reader_name(spec),
                 "resample_method": ("none: rate matches" if sr_in == cfg.audio_sr else
                                     f"soxr HQ streaming resampler {sr_in} -> {cfg.audio_sr} Hz (anti-aliased)")}
         env = Envelope(float(t0) + 0.5 * hop / cfg.audio_sr, ENV_RATE_HZ, out.envelope())
         return cls(name=spec.name, file=spec.file, rate_hz=float(cfg.audio_sr), t0_s=float(t0), n=out.n,
-                   offset_s=spec.clock_offset_s, envelopes=audio_envelopes(env), info=info, scratch=path,
-                   dtype="float32", clock=spec.clock)
+                   offset_s=spec.clock_offset_s, envelopes=audio_envelopes(env), info=info,
+                   scratch=None if held is not None else path, dtype="float32", clock=spec.clock, held=held)
+
+    def samples(self, i0: int, i1: int) -> np.ndarray:
+        """Samples [i0, i1): a read-only view of the held ones, else read from the scratch file."""
+        return self.held[i0:i1] if self.held is not None else super().samples(i0, i1)
 
     @classmethod
     def probe_end_s(cls, spec: StreamSpec, rec_id: str) -> float | None:

@@ -134,6 +134,8 @@ class _Ahead:
         self.held: list[np.ndarray] | None = [] if scratch is None and sink is None else None
         self.error: BaseException | None = None
         self.stop = threading.Event()
+        if scratch is not None:  # the recording's scratch folder, made when needed (here, not in the thread)
+            scratch.parent.mkdir(parents=True, exist_ok=True)
         self.thread = threading.Thread(target=self._run, name="dcat-video-ahead", daemon=True)
         self.thread.start()
 
