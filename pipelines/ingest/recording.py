@@ -248,7 +248,7 @@ def write_shard(h, rec: Recording, cfg: PreprocessConfig, series: list[Stream], 
 @dataclass
 class OpenRecording:
     """A recording opened for preprocessing: its folder read (meta.json, labels), its scratch folder
-    made and its shard's temporary file open (``shard``); ``video``: its reference video, when already
+    named (made by a stream only when it needs one) and its shard's temporary file open (``shard``); ``video``: its reference video, when already
     opened and decoding into the shard (``start_reference_video``). ``stack`` closes them all: the
     temporary file renamed to ``<id>.h5`` when it closes without an exception, else removed."""
 
